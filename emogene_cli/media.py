@@ -160,6 +160,8 @@ def read_frames(
     w, h = info.width, info.height
     if crop is not None:
         x, y, cw, ch = (int(v) for v in crop)
+        # crop/pad in RGB: in the source's subsampled yuv420p they round odd offsets and sizes
+        stream = stream.filter("format", "rgb24")
         # pad first so that a box reaching past the frame stays valid
         pad_l, pad_t = max(0, -x), max(0, -y)
         pad_r, pad_b = max(0, x + cw - w), max(0, y + ch - h)

@@ -1,0 +1,334 @@
+"""Face landmarks and person masks: the one MediaPipe landmark extractor and segmenter.
+
+Usage::
+
+    with FaceTracker() as tracker:                       # face_landmarker.task, VIDEO mode
+        face = tracker.detect(rgb, timestamp_ms=0)        # FaceResult or None
+    track = track_frames(media.read_frames("clip.mp4"))   # TrackResult over a whole clip
+
+Landmarks are MediaPipe Face Landmarker's 478 points in **pixels of the image given**:
+``x = nx * W``, ``y = ny * H``, ``z = nz * W`` (see :mod:`emogene_cli.geometry`). Blendshapes are
+the 52 coefficients in :data:`BLENDSHAPE_NAMES` order; the transform is MediaPipe's 4x4 facial
+transformation matrix (canonical face model, centimetres, to camera).
+
+The MediaPipe tasks are always closed explicitly (use the classes as context managers):
+their own ``__del__`` fails when run at interpreter exit.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from .errors import InputError
+from .modelfiles import resolve_model_file
+from .store import Store
+
+# Quieten MediaPipe's C++ logging; mediapipe itself is imported lazily, after this line ran.
+os.environ.setdefault("GLOG_minloglevel", "2")
+
+FACE_MODEL_FILE = "face_landmarker.task"
+SEGMENTER_MODEL_FILE = "selfie_segmentation.tflite"
+NUM_LANDMARKS = 478
+
+#: The 52 blendshape names in MediaPipe's output order (index 0 is ``_neutral``).
+BLENDSHAPE_NAMES: tuple[str, ...] = (
+    "_neutral", "browDownLeft", "browDownRight", "browInnerUp", "browOuterUpLeft", "browOuterUpRight",
+    "cheekPuff", "cheekSquintLeft", "cheekSquintRight", "eyeBlinkLeft", "eyeBlinkRight",
+    "eyeLookDownLeft", "eyeLookDownRight", "eyeLookInLeft", "eyeLookInRight", "eyeLookOutLeft",
+    "eyeLookOutRight", "eyeLookUpLeft", "eyeLookUpRight", "eyeSquintLeft", "eyeSquintRight",
+    "eyeWideLeft", "eyeWideRight", "jawForward", "jawLeft", "jawOpen", "jawRight", "mouthClose",
+    "mouthDimpleLeft", "mouthDimpleRight", "mouthFrownLeft", "mouthFrownRight", "mouthFunnel",
+    "mouthLeft", "mouthLowerDownLeft", "mouthLowerDownRight", "mouthPressLeft", "mouthPressRight",
+    "mouthPucker", "mouthRight", "mouthRollLower", "mouthRollUpper", "mouthShrugLower",
+    "mouthShrugUpper", "mouthSmileLeft", "mouthSmileRight", "mouthStretchLeft", "mouthStretchRight",
+    "mouthUpperUpLeft", "mouthUpperUpRight", "noseSneerLeft", "noseSneerRight",
+)
+
+
+@dataclass
+class FaceResult:
+    """One detected face.
+
+    Attributes:
+        landmarks: ``[478, 3]`` float32, pixels of the input image (z scaled like x).
+        blendshapes: ``[52]`` float32 in [0, 1], :data:`BLENDSHAPE_NAMES` order.
+        transform: ``[4, 4]`` float32 MediaPipe facial transformation matrix.
+    """
+
+    landmarks: np.ndarray
+    blendshapes: np.ndarray
+    transform: np.ndarray
+
+
+@dataclass
+class TrackResult:
+    """Per-frame face tracking of a clip (T frames); frames without a face are interpolated.
+
+    Attributes:
+        landmarks: ``[T, 478, 3]`` float32 pixels.
+        blendshapes: ``[T, 52]`` float32.
+        transforms: ``[T, 4, 4]`` float32.
+        found: ``[T]`` bool, True where MediaPipe found the face (False: filled in).
+    """
+
+    landmarks: np.ndarray
+    blendshapes: np.ndarray
+    transforms: np.ndarray
+    found: np.ndarray
+
+    @property
+    def found_fraction(self) -> float:
+        """Fraction of frames in which a face was found (0 for an empty clip)."""
+        return float(self.found.mean()) if len(self.found) else 0.0
+
+
+def _mp_image(rgb: np.ndarray):
+    import mediapipe as mp
+
+    rgb = np.asarray(rgb)
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"expected an [H, W, 3] uint8 RGB image, got {rgb.shape} {rgb.dtype}")
+    return mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb))
+
+
+def _create_task(factory: Callable, options, model_path: Path):
+    """Create a MediaPipe task; a model file MediaPipe cannot load becomes an InputError."""
+    try:
+        return factory(options)
+    except (ValueError, RuntimeError) as exc:
+        raise InputError(f"cannot load MediaPipe model ({exc})", path=model_path) from exc
+
+
+class FaceTracker:
+    """MediaPipe Face Landmarker in VIDEO mode (one face, blendshapes and transform on).
+
+    Args:
+        model_file: ``face_landmarker.task`` or a folder holding it; None to resolve it with
+            :func:`~emogene_cli.modelfiles.resolve_model_file`.
+        store: the store used to resolve/cache the model file.
+        min_confidence: minimum detection / presence / tracking confidence.
+
+    Raises:
+        NotFoundError: the model file cannot be found.
+        InputError: MediaPipe cannot load it.
+    """
+
+    def __init__(
+        self, model_file: str | Path | None = None, *, store: Store | None = None, min_confidence: float = 0.5
+    ) -> None:
+        from mediapipe.tasks.python import vision
+        from mediapipe.tasks.python.core.base_options import BaseOptions
+
+        self.model_path = resolve_model_file(FACE_MODEL_FILE, model_file, store)
+        options = vision.FaceLandmarkerOptions(
+            base_options=BaseOptions(model_asset_path=str(self.model_path)),
+            running_mode=vision.RunningMode.VIDEO,
+            num_faces=1,
+            min_face_detection_confidence=min_confidence,
+            min_face_presence_confidence=min_confidence,
+            min_tracking_confidence=min_confidence,
+            output_face_blendshapes=True,
+            output_facial_transformation_matrixes=True,
+        )
+        self._task = _create_task(vision.FaceLandmarker.create_from_options, options, self.model_path)
+
+    def detect(self, rgb: np.ndarray, timestamp_ms: int) -> FaceResult | None:
+        """Landmarks of the face in one video frame, or None if there is no face.
+
+        Args:
+            rgb: ``[H, W, 3]`` uint8 RGB frame.
+            timestamp_ms: the frame's time; must increase from call to call.
+        """
+        if self._task is None:
+            raise RuntimeError("FaceTracker is closed")
+        h, w = rgb.shape[:2]
+        result = self._task.detect_for_video(_mp_image(rgb), int(timestamp_ms))
+        if not result.face_landmarks:
+            return None
+        lms = np.array([(p.x, p.y, p.z) for p in result.face_landmarks[0]], dtype=np.float32)
+        lms *= np.array([w, h, w], dtype=np.float32)
+        blend = np.zeros(len(BLENDSHAPE_NAMES), dtype=np.float32)
+        if result.face_blendshapes:
+            scores = [c.score for c in result.face_blendshapes[0]]
+            blend[: len(scores)] = scores[: len(blend)]
+        transform = np.eye(4, dtype=np.float32)
+        if result.facial_transformation_matrixes:
+            transform = np.asarray(result.facial_transformation_matrixes[0], dtype=np.float32).reshape(4, 4)
+        return FaceResult(landmarks=lms, blendshapes=blend, transform=transform)
+
+    def close(self) -> None:
+        """Release the MediaPipe task (idempotent)."""
+        if self._task is not None:
+            self._task.close()
+            self._task = None
+
+    def __enter__(self) -> "FaceTracker":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class PersonSegmenter:
+    """MediaPipe selfie segmentation (Image Segmenter, VIDEO mode): person probability per pixel.
+
+    Args:
+        model_file: ``selfie_segmentation.tflite`` or a folder holding it; None to resolve it.
+        store: the store used to resolve/cache the model file.
+
+    Raises:
+        NotFoundError: the model file cannot be found.
+        InputError: MediaPipe cannot load it.
+    """
+
+    def __init__(self, model_file: str | Path | None = None, *, store: Store | None = None) -> None:
+        from mediapipe.tasks.python import vision
+        from mediapipe.tasks.python.core.base_options import BaseOptions
+
+        self.model_path = resolve_model_file(SEGMENTER_MODEL_FILE, model_file, store)
+        options = vision.ImageSegmenterOptions(
+            base_options=BaseOptions(model_asset_path=str(self.model_path)),
+            running_mode=vision.RunningMode.VIDEO,
+            output_confidence_masks=True,
+            output_category_mask=False,
+        )
+        self._task = _create_task(vision.ImageSegmenter.create_from_options, options, self.model_path)
+
+    def segment(self, rgb: np.ndarray, timestamp_ms: int) -> np.ndarray:
+        """Person probability of each pixel of ``rgb`` (``[H, W, 3]`` uint8): ``[H, W]`` float32 in [0, 1]."""
+        if self._task is None:
+            raise RuntimeError("PersonSegmenter is closed")
+        h, w = rgb.shape[:2]
+        result = self._task.segment_for_video(_mp_image(rgb), int(timestamp_ms))
+        if not result.confidence_masks:
+            return np.zeros((h, w), dtype=np.float32)
+        mask = np.array(result.confidence_masks[0].numpy_view(), dtype=np.float32)  # copy out of the buffer
+        return np.clip(mask.reshape(h, w), 0.0, 1.0)
+
+    def close(self) -> None:
+        """Release the MediaPipe task (idempotent)."""
+        if self._task is not None:
+            self._task.close()
+            self._task = None
+
+    def __enter__(self) -> "PersonSegmenter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def fill_missing(values: np.ndarray, found: np.ndarray) -> np.ndarray:
+    """Fill the frames where ``found`` is False by linear interpolation over time.
+
+    Frames between two found frames get the linear blend of those neighbours; frames before
+    the first / after the last found frame copy the nearest found one. With no found frame
+    the values are returned unchanged.
+
+    Args:
+        values: ``[T, ...]`` per-frame values.
+        found: ``[T]`` bool.
+
+    Returns:
+        ``[T, ...]`` array of ``values``' dtype (a copy).
+    """
+    values = np.array(values, copy=True)
+    found = np.asarray(found, dtype=bool)
+    known = np.flatnonzero(found)
+    missing = np.flatnonzero(~found)
+    if len(known) == 0 or len(missing) == 0:
+        return values
+    flat = values.reshape(len(values), -1)
+    # index of the last found frame at or before each missing frame, and the next one after
+    right = np.searchsorted(known, missing)
+    lo = known[np.clip(right - 1, 0, len(known) - 1)]
+    hi = known[np.clip(right, 0, len(known) - 1)]
+    span = np.maximum(hi - lo, 1)
+    w = np.clip((missing - lo) / span, 0.0, 1.0)[:, None]
+    filled = (1.0 - w) * flat[lo].astype(np.float64) + w * flat[hi].astype(np.float64)
+    flat[missing] = filled.astype(values.dtype)
+    return flat.reshape(values.shape)
+
+
+class TrackBuilder:
+    """Collects per-frame detections into a :class:`TrackResult` (gaps filled at the end).
+
+    Usage::
+
+        builder = TrackBuilder()
+        for t, rgb in enumerate(frames):
+            builder.add(tracker.detect(rgb, t * 40))
+        track = builder.build()
+    """
+
+    def __init__(self) -> None:
+        self._landmarks: list[np.ndarray] = []
+        self._blendshapes: list[np.ndarray] = []
+        self._transforms: list[np.ndarray] = []
+        self._found: list[bool] = []
+
+    def __len__(self) -> int:
+        return len(self._found)
+
+    def add(self, face: FaceResult | None) -> None:
+        """Append one frame's detection (None: no face in that frame)."""
+        self._found.append(face is not None)
+        if face is None:
+            self._landmarks.append(np.zeros((NUM_LANDMARKS, 3), np.float32))
+            self._blendshapes.append(np.zeros(len(BLENDSHAPE_NAMES), np.float32))
+            self._transforms.append(np.eye(4, dtype=np.float32))
+        else:
+            self._landmarks.append(face.landmarks)
+            self._blendshapes.append(face.blendshapes)
+            self._transforms.append(face.transform)
+
+    def build(self) -> TrackResult:
+        """The :class:`TrackResult` of the frames added so far; missing frames via :func:`fill_missing`."""
+        found = np.array(self._found, dtype=bool)
+        if not len(found):
+            return TrackResult(
+                landmarks=np.zeros((0, NUM_LANDMARKS, 3), np.float32),
+                blendshapes=np.zeros((0, len(BLENDSHAPE_NAMES)), np.float32),
+                transforms=np.zeros((0, 4, 4), np.float32),
+                found=found,
+            )
+        return TrackResult(
+            landmarks=fill_missing(np.stack(self._landmarks), found),
+            blendshapes=fill_missing(np.stack(self._blendshapes), found),
+            transforms=fill_missing(np.stack(self._transforms), found),
+            found=found,
+        )
+
+
+def track_frames(
+    frames: Iterable[np.ndarray],
+    fps: float = 25,
+    *,
+    model_file: str | Path | None = None,
+    store: Store | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> TrackResult:
+    """Track the face through a sequence of frames with a fresh :class:`FaceTracker`.
+
+    Args:
+        frames: ``[H, W, 3]`` uint8 RGB frames (e.g. :func:`emogene_cli.media.read_frames`).
+        fps: their frame rate (timestamps are ``i * 1000 / fps`` ms).
+        model_file, store: where the face model comes from (see :class:`FaceTracker`).
+        progress: called with the number of frames done after each frame.
+
+    Returns:
+        :class:`TrackResult` (``[T, ...]`` arrays); frames without a face are filled by
+        :func:`fill_missing` (all zeros / identity if no frame had a face).
+    """
+    builder = TrackBuilder()
+    with FaceTracker(model_file, store=store) as tracker:
+        for i, rgb in enumerate(frames):
+            builder.add(tracker.detect(rgb, round(i * 1000.0 / fps)))
+            if progress is not None:
+                progress(i + 1)
+    return builder.build()
