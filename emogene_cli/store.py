@@ -267,3 +267,44 @@ class Store:
                 path=self.home,
             )
         raise EmogeneError(f"several fitted identities, choose one with --identity: {', '.join(fitted)}", path=self.home)
+
+
+def save_model(
+    path: Path,
+    module: Any,
+    config: Any,
+    *,
+    producer: str,
+    params: Mapping[str, Any] | None = None,
+    feature_kind: str | None = None,
+    extra: Mapping[str, str] | None = None,
+) -> Path:
+    """Save a torch module's ``state_dict`` and its dataclass ``config`` (JSON, key ``model_config``)."""
+    from dataclasses import asdict
+
+    meta = {"model_config": json.dumps(asdict(config), sort_keys=True), "model_class": type(module).__name__}
+    meta.update(extra or {})
+    return save_artifact(path, module.state_dict(), producer=producer, params=params, feature_kind=feature_kind, extra=meta)
+
+
+def load_model(path: Path, module_cls: Any, config_cls: Any, *, what: str, device: str = "cpu") -> tuple[Any, Artifact]:
+    """Rebuild ``module_cls(config_cls(**model_config))`` from a :func:`save_model` file.
+
+    Returns:
+        ``(module in eval mode on device, artifact)``.
+
+    Raises:
+        NotFoundError / MismatchError: missing file, wrong model class or config, or weights that do not fit.
+    """
+    import torch
+
+    art = load_artifact(path, what=what)
+    if art.metadata.get("model_class") != module_cls.__name__:
+        raise MismatchError(f"{what} holds a {art.metadata.get('model_class')!r}, expected {module_cls.__name__!r}", path=path)
+    try:
+        config = config_cls(**json.loads(art.metadata["model_config"]))
+        module = module_cls(config)
+        module.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in art.tensors.items()})
+    except (KeyError, TypeError, RuntimeError, ValueError) as exc:
+        raise MismatchError(f"{what} does not fit this emogene version ({exc.__class__.__name__}: {str(exc)[:200]})", path=path) from exc
+    return module.to(device).eval(), art

@@ -1,0 +1,168 @@
+"""Post-processing of predicted landmark motion (EmoGene landmark mixture, GeneFace++).
+
+All functions take and return motion ``[T, 68, 3]`` float32 in inter-ocular units at
+25 fps (see :mod:`emogene_cli.geometry`) and are pure numpy/scipy/scikit-learn.
+
+Order used by ``speak``: :func:`lle_project` (onto the identity's own landmark manifold) ->
+:func:`refine_mouth` (lip dynamics back from the lip-accurate neutral motion) ->
+:func:`one_euro_filter` (temporal smoothing) -> :func:`clamp_to_range` -> :func:`add_blinks`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.ndimage import gaussian_filter1d
+from sklearn.neighbors import NearestNeighbors
+
+from .geometry import LM68_LOWER_LID, LM68_MOUTH, LM68_UPPER_LID
+
+
+@dataclass
+class PostConfig:
+    """Parameters of :func:`postprocess` (defaults follow GeneFace++/EmoGene's choices where they exist)."""
+
+    lle_k: int = 10
+    lle_blend: float = 0.3
+    mouth_sigma: float = 3.0
+    euro_min_cutoff: float = 1.5
+    euro_beta: float = 0.5
+    clamp_margin: float = 0.5
+    blinks: bool = True
+    blink_period: float = 4.0
+    seed: int = 0
+
+
+def lle_weights(x: np.ndarray, neighbours: np.ndarray, reg: float = 1e-3) -> np.ndarray:
+    """Locally linear embedding weights (Roweis & Saul, 2000): ``x ≈ Σ w_k n_k`` with ``Σ w_k = 1``.
+
+    Args:
+        x: ``[T, D]`` points; neighbours: ``[T, K, D]`` their K nearest neighbours.
+        reg: Tikhonov regularisation relative to the trace of the local Gram matrix.
+
+    Returns:
+        ``[T, K]`` weights, each row summing to 1.
+    """
+    diff = neighbours - x[:, None, :]
+    gram = diff @ np.swapaxes(diff, 1, 2)  # [T, K, K]
+    k = gram.shape[-1]
+    trace = np.trace(gram, axis1=1, axis2=2)
+    gram = gram + np.eye(k)[None] * (reg * np.where(trace > 0, trace, 1.0))[:, None, None]
+    w = np.linalg.solve(gram, np.ones((len(x), k, 1)))[..., 0]
+    return w / w.sum(1, keepdims=True)
+
+
+def lle_project(motion: np.ndarray, bank: np.ndarray, k: int = 10, blend: float = 0.5) -> np.ndarray:
+    """Blend each frame toward its LLE reconstruction from the identity's own training frames.
+
+    Args:
+        motion: ``[T, 68, 3]`` predicted motion.
+        bank: ``[N, 68, 3]`` the identity's observed motion (its landmark manifold).
+        k: neighbours; blend: fraction of the projection in the output (0 = unchanged, 1 = fully projected).
+
+    Returns:
+        ``[T, 68, 3]``.
+    """
+    T = len(motion)
+    x = motion.reshape(T, -1).astype(np.float64)
+    b = bank.reshape(len(bank), -1).astype(np.float64)
+    k = min(k, len(b))
+    idx = NearestNeighbors(n_neighbors=k).fit(b).kneighbors(x, return_distance=False)
+    w = lle_weights(x, b[idx])
+    proj = np.einsum("tk,tkd->td", w, b[idx])
+    return ((1 - blend) * x + blend * proj).reshape(motion.shape).astype(np.float32)
+
+
+def refine_mouth(motion: np.ndarray, neutral: np.ndarray, sigma: float = 3.0) -> np.ndarray:
+    """Lip-sync refinement: mouth = neutral mouth + temporally low-passed emotional offset.
+
+    The neutral motion (straight from audio) carries the lip-sync; the emotion changes the
+    mouth's shape slowly (a smile, a frown). Keeping the neutral mouth's frame-to-frame
+    dynamics plus a Gaussian-smoothed (``sigma`` frames) emotional offset keeps both.
+    """
+    out = motion.copy()
+    offset = motion[:, LM68_MOUTH] - neutral[:, LM68_MOUTH]
+    if len(motion) > 1 and sigma > 0:
+        offset = gaussian_filter1d(offset, sigma=sigma, axis=0, mode="nearest")
+    out[:, LM68_MOUTH] = neutral[:, LM68_MOUTH] + offset
+    return out
+
+
+def one_euro_filter(x: np.ndarray, fps: float = 25.0, min_cutoff: float = 1.0, beta: float = 0.0, d_cutoff: float = 1.0) -> np.ndarray:
+    """One-Euro filter (Casiez, Roussel & Vogel, CHI 2012) along axis 0, per element.
+
+    An exponential smoother whose cutoff rises with speed: ``fc = min_cutoff + beta * |dx/dt|``
+    (Hz), so still signals are smoothed hard and fast moves lag little.
+
+    Args:
+        x: ``[T, ...]`` signal sampled at ``fps``.
+
+    Returns:
+        Filtered signal, same shape and dtype.
+    """
+    x = np.asarray(x)
+    if len(x) < 2:
+        return x.copy()
+
+    def alpha(cutoff: np.ndarray | float) -> np.ndarray | float:
+        tau = 1.0 / (2 * np.pi * cutoff)
+        te = 1.0 / fps
+        return 1.0 / (1.0 + tau / te)
+
+    out = np.empty_like(x, dtype=np.float64)
+    out[0] = x[0]
+    dx_prev = np.zeros_like(x[0], dtype=np.float64)
+    a_d = alpha(d_cutoff)
+    for t in range(1, len(x)):
+        dx = (x[t] - out[t - 1]) * fps
+        dx_hat = a_d * dx + (1 - a_d) * dx_prev
+        a = alpha(min_cutoff + beta * np.abs(dx_hat))
+        out[t] = a * x[t] + (1 - a) * out[t - 1]
+        dx_prev = dx_hat
+    return out.astype(x.dtype)
+
+
+def clamp_to_range(motion: np.ndarray, bank: np.ndarray, margin: float = 0.5) -> np.ndarray:
+    """Clip each coordinate to the identity's observed range widened by ``margin`` × that range."""
+    lo, hi = bank.min(0), bank.max(0)
+    span = hi - lo
+    return np.clip(motion, lo - margin * span, hi + margin * span).astype(np.float32)
+
+
+def add_blinks(motion: np.ndarray, *, fps: float = 25.0, period: float = 4.0, seed: int = 0, depth: float = 0.8) -> np.ndarray:
+    """Insert periodic eye blinks: the upper lids move ``depth`` of the way to the lower lids.
+
+    Blinks start every ``period`` seconds on average (jittered ±30%, seeded) and last 7 frames
+    (about 0.28 s) with a triangular closing profile.
+    """
+    out = motion.copy()
+    T = len(motion)
+    rng = np.random.default_rng(seed)
+    profile = np.array([0.3, 0.7, 1.0, 1.0, 0.7, 0.4, 0.15])
+    t = int(rng.uniform(0.5, 1.0) * period * fps)
+    while t + len(profile) <= T:
+        gap = out[t : t + len(profile), LM68_LOWER_LID] - out[t : t + len(profile), LM68_UPPER_LID]
+        out[t : t + len(profile), LM68_UPPER_LID] += depth * profile[:, None, None] * gap
+        t += int(period * fps * rng.uniform(0.7, 1.3))
+    return out
+
+
+def postprocess(emotional: np.ndarray, neutral: np.ndarray, bank: np.ndarray, config: PostConfig | None = None) -> np.ndarray:
+    """The full chain: LLE projection, mouth refinement, One-Euro smoothing, clamping, blinks.
+
+    Args:
+        emotional: ``[T, 68, 3]`` LDM output; neutral: ``[T, 68, 3]`` A2M output;
+        bank: ``[N, 68, 3]`` the identity's training motion.
+
+    Returns:
+        ``[T, 68, 3]`` float32.
+    """
+    c = config or PostConfig()
+    m = lle_project(emotional, bank, k=c.lle_k, blend=c.lle_blend)
+    m = refine_mouth(m, neutral, sigma=c.mouth_sigma)
+    m = one_euro_filter(m, min_cutoff=c.euro_min_cutoff, beta=c.euro_beta)
+    m = clamp_to_range(m, bank, margin=c.clamp_margin)
+    if c.blinks:
+        m = add_blinks(m, period=c.blink_period, seed=c.seed)
+    return m.astype(np.float32)

@@ -1,0 +1,281 @@
+"""Training the landmark deformation model (LDM) on MEAD.
+
+Stage of EmoGene's motion-to-emotion step. Input is a folder in MEAD's own layout::
+
+    <actor>/video/front/<emotion>/level_<n>/<sentence>.mp4
+
+For each actor the neutral clips define the actor's mean shape; every clip's landmarks
+(MediaPipe, cached in the store) become 68-point motion relative to it, in inter-ocular
+units. Each emotional clip is paired with the same actor's neutral clip of the same
+sentence and aligned in time by dynamic time warping (librosa) on the mouth motion with
+each sequence's mean removed, so that lips saying the same syllable line up whatever the
+emotion does to the mouth's rest shape. The LDM learns ``emotional - neutral`` per aligned
+frame. The last 20% of each pair (in time) is held out for the per-emotion validation error.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from . import geometry
+from .emotions import ALIASES, EMOTIONS
+from .errors import InputError, NotFoundError
+from .models.ldm import LandmarkDeformationModel, LDMConfig
+from .store import Store, load_artifact, save_artifact, save_model
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class MeadClip:
+    """One MEAD clip: ``<actor>/video/front/<emotion>/level_<level>/<sentence>.mp4``."""
+
+    actor: str
+    emotion: str
+    level: int
+    sentence: str
+    path: Path
+
+    @property
+    def key(self) -> str:
+        return f"{self.actor}__{self.emotion}__level_{self.level}__{self.sentence}"
+
+
+def scan_mead(data_dir: str | Path) -> list[MeadClip]:
+    """All front-view clips under ``data_dir`` in MEAD's layout, sorted.
+
+    Raises:
+        NotFoundError: ``data_dir`` does not exist.
+        InputError: no clip in the expected layout, or an actor without a neutral clip.
+    """
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise NotFoundError("MEAD folder not found", path=root)
+    clips = []
+    for path in sorted(root.glob("*/video/front/*/level_*/*.mp4")):
+        emotion = path.parent.parent.name.lower()
+        emotion = ALIASES.get(emotion, emotion)
+        m = re.fullmatch(r"level_(\d+)", path.parent.name)
+        if emotion not in EMOTIONS or not m:
+            continue
+        clips.append(MeadClip(path.parents[4].name, emotion, int(m.group(1)), path.stem, path))
+    if not clips:
+        raise InputError("no MEAD clips found (expected <actor>/video/front/<emotion>/level_<n>/<sentence>.mp4)", path=root)
+    for actor in sorted({c.actor for c in clips}):
+        if not any(c.actor == actor and c.emotion == "neutral" for c in clips):
+            raise InputError(f"actor {actor} has no neutral clip (needed to pair the emotional ones)", path=root / actor / "video" / "front")
+    return clips
+
+
+def clip_landmarks(clip: MeadClip, store: Store) -> np.ndarray:
+    """``[T, 478, 3]`` landmarks (pixels) of a clip, cached in ``<store>/models/mead_cache``.
+
+    The cache entry is reused only while the clip's size and modification time match.
+
+    Raises:
+        InputError: a face was found in fewer than half of the frames.
+    """
+    from .face import track_frames
+    from .media import read_frames
+
+    stat = clip.path.stat()
+    stamp = f"{stat.st_size}:{int(stat.st_mtime)}"
+    cache = store.mead_cache_dir / f"{clip.key}.safetensors"
+    if cache.is_file():
+        try:
+            art = load_artifact(cache, what="MEAD landmark cache")
+            if art.metadata.get("source_stamp") == stamp:
+                return art.tensors["landmarks"]
+        except Exception:
+            pass  # a stale or broken cache entry is recomputed
+    track = track_frames(read_frames(clip.path), store=store)
+    found = float(np.mean(track.found)) if len(track.found) else 0.0
+    if found < 0.5:
+        raise InputError(f"a face was found in only {found:.0%} of frames", path=clip.path)
+    save_artifact(
+        cache, {"landmarks": track.landmarks.astype(np.float32)}, producer="train-ldm",
+        params={"clip": str(clip.path)}, extra={"source_stamp": stamp},
+    )
+    return track.landmarks
+
+
+def actor_motions(landmarks: dict[MeadClip, np.ndarray]) -> dict[MeadClip, np.ndarray]:
+    """68-point motion ``[T, 68, 3]`` of each clip of ONE actor, relative to the actor's neutral mean shape."""
+    neutral = np.concatenate([lm for c, lm in landmarks.items() if c.emotion == "neutral"], 0)
+    mean = geometry.mean_shape(neutral)
+    iod = geometry.interocular_distance(mean)
+    out = {}
+    for clip, lm in landmarks.items():
+        canon = geometry.to_canonical(lm, geometry.estimate_poses(lm, mean))
+        out[clip] = geometry.motion68(canon, mean, iod)
+    return out
+
+
+def dtw_align(neutral: np.ndarray, emotional: np.ndarray) -> np.ndarray:
+    """For each emotional frame, the index of its DTW-matched neutral frame.
+
+    Args:
+        neutral: ``[Tn, 68, 3]`` motion; emotional: ``[Te, 68, 3]`` motion.
+
+    Returns:
+        ``[Te]`` int indices into ``neutral`` (monotonic non-decreasing).
+
+    Alignment features are the mouth points (48-67) with each sequence's mean removed.
+    """
+    import librosa
+
+    def feats(m: np.ndarray) -> np.ndarray:
+        mouth = m[:, geometry.LM68_MOUTH].reshape(len(m), -1)
+        return (mouth - mouth.mean(0)).T.astype(np.float64)
+
+    _, path = librosa.sequence.dtw(X=feats(neutral), Y=feats(emotional), metric="euclidean")
+    path = path[::-1]  # librosa returns it end to start
+    match = np.zeros(len(emotional), dtype=np.int64)
+    seen = np.zeros(len(emotional), dtype=bool)
+    for i, j in path:
+        if not seen[j]:
+            match[j], seen[j] = i, True
+    return match
+
+
+@dataclass
+class PairSet:
+    """Aligned training pairs: neutral ``[N, 68, 3]``, displacement ``[N, 68, 3]``, emotion ``[N]``, is_val ``[N]``."""
+
+    neutral: np.ndarray
+    displacement: np.ndarray
+    emotion: np.ndarray
+    is_val: np.ndarray
+    pairs: list[tuple[str, str, str]] = field(default_factory=list)  # (actor, emotion, sentence)
+
+
+def build_pairs(motions: dict[MeadClip, np.ndarray], val_fraction: float = 0.2) -> PairSet:
+    """Pair every emotional clip with its actor's neutral clip of the same sentence (lowest level)."""
+    neutral_of = {}
+    for clip in sorted(motions, key=lambda c: c.level):
+        if clip.emotion == "neutral":
+            neutral_of.setdefault((clip.actor, clip.sentence), clip)
+    parts: dict[str, list[np.ndarray]] = {"neutral": [], "displacement": [], "emotion": [], "is_val": []}
+    pairs = []
+    for clip, emo in sorted(motions.items(), key=lambda kv: kv[0].key):
+        if clip.emotion == "neutral":
+            continue
+        ref = neutral_of.get((clip.actor, clip.sentence))
+        if ref is None:
+            continue  # this sentence was not recorded neutrally for this actor
+        neu = motions[ref]
+        match = dtw_align(neu, emo)
+        n = len(emo)
+        is_val = np.arange(n) >= int(round(n * (1 - val_fraction)))
+        parts["neutral"].append(neu[match])
+        parts["displacement"].append(emo - neu[match])
+        parts["emotion"].append(np.full(n, EMOTIONS.index(clip.emotion)))
+        parts["is_val"].append(is_val)
+        pairs.append((clip.actor, clip.emotion, clip.sentence))
+    if not pairs:
+        raise InputError("no emotional clip has a neutral clip of the same actor and sentence")
+    return PairSet(
+        neutral=np.concatenate(parts["neutral"]).astype(np.float32),
+        displacement=np.concatenate(parts["displacement"]).astype(np.float32),
+        emotion=np.concatenate(parts["emotion"]).astype(np.int64),
+        is_val=np.concatenate(parts["is_val"]),
+        pairs=pairs,
+    )
+
+
+@dataclass
+class LDMReport:
+    """What :func:`train_ldm` did. Errors are RMS landmark errors in inter-ocular units."""
+
+    clips: int
+    actors: list[str]
+    pairs: int
+    train_frames: int
+    val_frames: int
+    epochs: int
+    val_error: dict[str, float]
+    baseline_error: dict[str, float]
+    path: Path
+
+
+def train_ldm(
+    data_dir: str | Path,
+    *,
+    store: Store,
+    epochs: int = 300,
+    batch_size: int = 256,
+    lr: float = 1e-3,
+    device: str = "cpu",
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> LDMReport:
+    """Extract (cached) MEAD landmarks, pair and align clips, train and save the LDM.
+
+    Returns:
+        :class:`LDMReport` with per-emotion validation RMS error of the predicted emotional
+        landmarks and, for comparison, of the neutral landmarks alone (``baseline_error``).
+    """
+    clips = scan_mead(data_dir)
+    landmarks: dict[MeadClip, np.ndarray] = {}
+    for i, clip in enumerate(clips):
+        if progress:
+            progress("landmarks", i, len(clips))
+        landmarks[clip] = clip_landmarks(clip, store)
+    if progress:
+        progress("landmarks", len(clips), len(clips))
+    motions: dict[MeadClip, np.ndarray] = {}
+    for actor in sorted({c.actor for c in clips}):
+        motions.update(actor_motions({c: lm for c, lm in landmarks.items() if c.actor == actor}))
+    data = build_pairs(motions)
+
+    torch.manual_seed(seed)
+    model = LandmarkDeformationModel(LDMConfig()).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-5)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs))
+    tr = ~data.is_val
+    x = torch.from_numpy(data.neutral[tr]).to(device)
+    y = torch.from_numpy(data.displacement[tr]).to(device)
+    e = torch.from_numpy(data.emotion[tr]).to(device)
+    gen = torch.Generator().manual_seed(seed)
+    for epoch in range(epochs):
+        model.train()
+        perm = torch.randperm(len(x), generator=gen).to(device)
+        for start in range(0, len(x), batch_size):
+            idx = perm[start : start + batch_size]
+            # small noise on the input neutral motion: the A2M output at speak time is not MEAD's
+            pred = model(x[idx] + 0.01 * torch.randn_like(x[idx]), e[idx])
+            loss = torch.mean((pred - y[idx]) ** 2)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        sched.step()
+        if progress:
+            progress("train", epoch + 1, epochs)
+
+    model.eval()
+    val_error, baseline_error = {}, {}
+    with torch.no_grad():
+        for k, name in enumerate(EMOTIONS):
+            sel = data.is_val & (data.emotion == k)
+            if not sel.any():
+                continue
+            xv = torch.from_numpy(data.neutral[sel]).to(device)
+            pred = model(xv, torch.full((len(xv),), k, device=device)).cpu().numpy()
+            target = data.displacement[sel]
+            val_error[name] = float(np.sqrt(np.mean(np.sum((pred - target) ** 2, -1))))
+            baseline_error[name] = float(np.sqrt(np.mean(np.sum(target ** 2, -1))))
+    actors = sorted({c.actor for c in clips})
+    path = save_model(
+        store.ldm_path, model.cpu(), model.config, producer="train-ldm",
+        params={"data_dir": str(data_dir), "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "actors": actors},
+    )
+    return LDMReport(
+        clips=len(clips), actors=actors, pairs=len(data.pairs), train_frames=int(tr.sum()), val_frames=int(data.is_val.sum()),
+        epochs=epochs, val_error=val_error, baseline_error=baseline_error, path=path,
+    )

@@ -1,0 +1,68 @@
+import numpy as np
+import pytest
+
+from emogene_cli import geometry as g
+
+
+def random_rotation(rng):
+    from scipy.spatial.transform import Rotation
+
+    return Rotation.from_rotvec(rng.normal(size=3) * 0.3).as_matrix()
+
+
+def test_umeyama_recovers_known_similarity():
+    rng = np.random.default_rng(0)
+    src = rng.normal(size=(40, 3))
+    R = random_rotation(rng)
+    dst = 2.5 * src @ R.T + np.array([10.0, -3.0, 7.0])
+    s, r, t = g.umeyama(src, dst)
+    assert s == pytest.approx(2.5)
+    np.testing.assert_allclose(r, R, atol=1e-9)
+    np.testing.assert_allclose(t, [10.0, -3.0, 7.0], atol=1e-9)
+
+
+def test_umeyama_batched_and_reflection_free():
+    rng = np.random.default_rng(1)
+    src = rng.normal(size=(5, 30, 3))
+    dst = src * np.array([-1.0, 1.0, 1.0])  # a reflection cannot be matched by a rotation
+    s, r, t = g.umeyama(src, dst)
+    assert r.shape == (5, 3, 3)
+    np.testing.assert_allclose(np.linalg.det(r), 1.0, atol=1e-9)
+
+
+def test_pose_vector_round_trip():
+    rng = np.random.default_rng(2)
+    pose = g.compose_pose(np.array([1.7, 0.4]), np.stack([random_rotation(rng) for _ in range(2)]), rng.normal(size=(2, 3)))
+    np.testing.assert_allclose(g.vector_to_pose(g.pose_to_vector(pose)), pose, atol=1e-9)
+    s, r, t = g.decompose_pose(pose)
+    np.testing.assert_allclose(s, [1.7, 0.4])
+
+
+def test_poses_canonical_and_motion_of_a_posed_mean_shape():
+    rng = np.random.default_rng(3)
+    mean = rng.normal(size=(478, 3)) * 30
+    mean -= mean[g.RIGID_LM478].mean(0)
+    poses = g.compose_pose(np.array([1.0, 1.2, 0.8]), np.stack([random_rotation(rng) for _ in range(3)]), rng.normal(size=(3, 3)) * 50)
+    frames = g.transform_points(poses, np.broadcast_to(mean, (3, 478, 3)))
+    frames[1, g.LM68_FROM_LM478[62]] += 0.0  # unchanged
+    est = g.estimate_poses(frames, mean)
+    np.testing.assert_allclose(est, poses, atol=1e-6)
+    canon = g.to_canonical(frames, est)
+    np.testing.assert_allclose(canon, np.broadcast_to(mean, canon.shape), atol=1e-6)
+    motion = g.motion68(canon, mean, g.interocular_distance(mean))
+    assert motion.shape == (3, 68, 3) and np.abs(motion).max() < 1e-6
+
+
+def test_mean_shape_is_pose_invariant():
+    rng = np.random.default_rng(4)
+    base = rng.normal(size=(478, 3)) * 30
+    poses = g.compose_pose(rng.uniform(0.8, 1.2, 10), np.stack([random_rotation(rng) for _ in range(10)]), rng.normal(size=(10, 3)) * 20)
+    frames = g.transform_points(poses, np.broadcast_to(base, (10, 478, 3)))
+    mean = g.mean_shape(frames)
+    s, r, t = g.umeyama(mean, base)
+    np.testing.assert_allclose(s * mean @ r.T + t, base, atol=1e-6)
+
+
+def test_lm68_subset_is_68_unique_points():
+    assert len(g.LM68_FROM_LM478) == 68 and len(set(g.LM68_FROM_LM478.tolist())) == 68
+    assert g.LM68_FROM_LM478.max() < 478
