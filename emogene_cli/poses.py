@@ -4,7 +4,7 @@ EmoGene's pose sampling: speech stretches take head poses from the identity's vi
 order (looping back and forth); silent stretches, found per segment by voice activity,
 take poses from *idle segments* of the identity's video — the longest stretches where the
 head is nearly still — so that the head rests instead of nodding through silence.
-Transitions are cross-faded in pose-vector space and the result is One-Euro smoothed.
+Runs join without jumps (see :func:`sample_poses`) and the result is One-Euro smoothed.
 
 Poses are ``[T, 4, 4]`` camera-from-head similarity matrices (see :mod:`emogene_cli.geometry`).
 """
@@ -73,17 +73,22 @@ def sample_poses(
     *,
     face_size: float,
     idle_segments: list[tuple[int, int]] | None = None,
-    crossfade: int = 6,
+    settle: float = 10.0,
     seed: int = 0,
 ) -> np.ndarray:
     """Head poses for an output of ``T = len(active)`` frames.
+
+    Speech runs walk through the identity's poses; a silent run keeps the pose the head
+    is in and adds only the small motion of an idle segment (relative to its first frame),
+    so the head rests where it is. When speech resumes, the offset between the resting pose
+    and the speech poses decays with time constant ``settle`` frames, so no run starts
+    with a jump.
 
     Args:
         poses: ``[N, 4, 4]`` the identity's poses (training frames).
         active: ``[T]`` bool voice activity per output frame.
         face_size: the identity's face size in pixels (scales translation speed).
         idle_segments: from :func:`find_idle_segments` (computed if None).
-        crossfade: frames over which pose vectors are blended at each speech/silence switch.
 
     Returns:
         ``[T, 4, 4]`` float32.
@@ -94,8 +99,7 @@ def sample_poses(
     vec = pose_to_vector(poses)
     out = np.empty((T, vec.shape[1]))
     speech_pos = int(rng.integers(0, max(1, len(poses))))
-    t = 0
-    runs = []
+    runs, t = [], 0
     while t < T:
         end = t
         while end < T and active[end] == active[t]:
@@ -105,17 +109,14 @@ def sample_poses(
     for i, (a, b, speaking) in enumerate(runs):
         n = b - a
         if speaking:
-            idx = _pingpong(0, len(poses), n, offset=speech_pos)
+            raw = vec[_pingpong(0, len(poses), n, offset=speech_pos)]
             speech_pos += n
+            decay = np.exp(-np.arange(n) / settle)[:, None]
         else:
-            s, e = segs[i % len(segs)] if len(segs) else (0, len(poses))
-            idx = _pingpong(s, e, n)
-        out[a:b] = vec[idx]
-    # cross-fade: blend toward the previous run's last pose at each switch
-    for a, b, _ in runs[1:]:
-        prev = out[a - 1].copy()
-        for k in range(min(crossfade, b - a)):
-            w = (k + 1) / (crossfade + 1)
-            out[a + k] = (1 - w) * prev + w * out[a + k]
+            s, e = segs[i % len(segs)]
+            raw = vec[_pingpong(s, e, n)]
+            decay = np.ones((n, 1))  # rest where the head is
+        offset = out[a - 1] - raw[0] if a > 0 else np.zeros(vec.shape[1])
+        out[a:b] = raw + decay * offset
     out = one_euro_filter(out, min_cutoff=1.0, beta=0.3)
     return vector_to_pose(out).astype(np.float32)

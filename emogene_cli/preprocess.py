@@ -624,8 +624,11 @@ def _read_image(path: Path, flags: int) -> np.ndarray:
     return img
 
 
-def load_identity(store: Store, name: str, size: int | None = None) -> IdentityData:
+def load_identity(store: Store, name: str, size: int | None = None, *, with_images: bool = True) -> IdentityData:
     """Load a preprocessed identity, optionally resized to another square ``size``.
+
+    With ``with_images=False`` only the background plate is read; ``images`` and ``labels``
+    are then empty ``[0, size, size, ...]`` arrays (what ``speak`` needs is the plate and poses).
 
     Resizing uses ``cv2.INTER_AREA`` for images and the plate and ``INTER_NEAREST`` for labels;
     landmarks and poses are scaled by ``f = size / stored size`` (``pose[:3, :] *= f``: both
@@ -663,8 +666,12 @@ def load_identity(store: Store, name: str, size: int | None = None) -> IdentityD
         lab = _read_image(path, cv2.IMREAD_UNCHANGED)
         return cv2.resize(lab, (out, out), interpolation=cv2.INTER_NEAREST) if resize else lab
 
-    images = np.stack([load_rgb(p) for p in image_files])
-    labels = np.stack([load_labels(p) for p in mask_files])
+    if with_images:
+        images = np.stack([load_rgb(p) for p in image_files])
+        labels = np.stack([load_labels(p) for p in mask_files])
+    else:
+        images = np.zeros((0, out, out, 3), np.uint8)
+        labels = np.zeros((0, out, out), np.uint8)
     background = load_rgb(frames_dir / "background.png")
 
     f = out / stored

@@ -1,0 +1,87 @@
+"""Shared pieces of the commands: the store from ``--home``, device choice, progress bars, tables."""
+
+from __future__ import annotations
+
+import contextlib
+from enum import Enum
+from pathlib import Path
+from typing import Callable, Iterator
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from ..errors import EmogeneError
+from ..store import Store
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+def get_store(ctx: typer.Context) -> Store:
+    """The store chosen by the global ``--home`` option (or the environment / default)."""
+    obj = ctx.find_root().obj or {}
+    return Store(obj.get("home"))
+
+
+def resolve_device(device: Device | str) -> str:
+    """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``; ``cuda`` without a GPU is an error."""
+    import torch
+
+    name = device.value if isinstance(device, Device) else str(device)
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise EmogeneError("--device cuda was asked for but torch sees no CUDA GPU (use --device cpu or auto)", path="--device")
+    return name
+
+
+@contextlib.contextmanager
+def progress_bars(transient: bool = False) -> Iterator[Callable[..., None]]:
+    """A rich progress display and a callback ``update(label, done, total, **fields)``.
+
+    Each distinct ``label`` gets its own bar; extra fields (loss, PSNR) are shown beside it.
+    """
+    progress = Progress(
+        TextColumn("[bold]{task.description:<14}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[info]}"),
+        console=err_console,
+        transient=transient,
+    )
+    tasks: dict[str, int] = {}
+
+    def update(label: str, done: int, total: int, **fields: float) -> None:
+        info = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in fields.items())
+        if label not in tasks:
+            tasks[label] = progress.add_task(label, total=max(total, 1), info=info)
+        progress.update(tasks[label], completed=done, total=max(total, 1), info=info)
+
+    with progress:
+        yield update
+
+
+def summary_table(title: str, rows: list[tuple[str, object]]) -> Table:
+    """A two-column rich table of ``(what, value)`` rows."""
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column("what", style="bold")
+    table.add_column("value")
+    for key, value in rows:
+        table.add_row(key, str(value))
+    return table
+
+
+def paths_rows(paths: dict[str, Path]) -> list[tuple[str, object]]:
+    """Rows ``("wrote <what>", path)`` for a summary table."""
+    return [(f"wrote {k}", str(v)) for k, v in paths.items()]

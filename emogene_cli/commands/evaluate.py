@@ -1,0 +1,91 @@
+"""``emogene evaluate NAME``: reconstruction, lip-sync, emotion and idle-pose figures of a fitted identity."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.table import Table
+
+from ..emotions import EMOTIONS
+from ._common import Device, console, get_store, paths_rows, progress_bars, resolve_device, summary_table
+
+
+def _value(v: Any) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def figures_table(figures: dict[str, Any], reference: dict[str, float]) -> Table:
+    """Every figure of an evaluation, next to the EmoGene paper's number where it reports one."""
+    table = Table(title=f"evaluate {figures['identity']}", title_justify="left")
+    table.add_column("part", style="bold")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    table.add_column("EmoGene paper", justify="right", style="dim")
+    for part in ("reconstruction", "audio_driven", "idle"):
+        for key, value in figures.get(part, {}).items():
+            if key == "note" or isinstance(value, dict):
+                continue
+            ref = reference.get(f"idle_{key}" if part == "idle" else key)
+            table.add_row(part, key, _value(value), "" if ref is None else f"{ref:g}")
+    emo = figures.get("emotion", {})
+    if "skipped" in emo:
+        table.add_row("emotion", "skipped", emo["skipped"], "")
+    for emotion, info in emo.get("per_emotion", {}).items():
+        if emotion == "neutral":
+            continue
+        deltas = ", ".join(f"{k} {v:+.3f}" for k, v in info.get("deltas", {}).items())
+        table.add_row("emotion", f"{emotion} score", _value(info.get("score")), "")
+        table.add_row("", f"  {deltas}", f"face {info['face_found']:.0%}", "")
+    if "lipsync_corr_neutral" in emo:
+        table.add_row("emotion", "lipsync_corr_neutral", _value(emo["lipsync_corr_neutral"]), "")
+        table.add_row("emotion", "lipsync_lag_neutral", _value(emo["lipsync_lag_neutral"]), "")
+    return table
+
+
+def evaluate_command(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="A fitted identity.")],
+    audio: Annotated[Optional[Path], typer.Option(help="Speech with a silent stretch for the idle figures (also drives the emotion renders). Default: the held-out audio followed by silence.")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="JSON output (default: identities/NAME/evaluation.json in the store).")] = None,
+    report: Annotated[Optional[Path], typer.Option("--report", help="HTML report (default: identities/NAME/evaluation.html in the store).")] = None,
+    emotions: Annotated[Optional[str], typer.Option(help=f"Comma-separated emotions to render (default all: {', '.join(EMOTIONS)}).")] = None,
+    seconds_per_emotion: Annotated[float, typer.Option(min=0.2, help="Seconds rendered per emotion.")] = 3.0,
+    seed: Annotated[int, typer.Option(help="Random seed (latent samples, blinks, poses).")] = 0,
+    hubert: Annotated[Optional[str], typer.Option(help="HuBERT weights folder, when the identity was fitted with HuBERT features.")] = None,
+    device: Annotated[Device, typer.Option(help="Where to run the models and render.")] = Device.auto,
+) -> None:
+    """Measure a fitted identity (reconstruction, lip sync, emotion, idle poses); writes JSON and an HTML report.
+
+    Renders the held-out frames (ground-truth and audio-driven motion), a few seconds per
+    emotion and a clip with silence; reports PSNR, SSIM, M-LMD/F-LMD, the lip-sync
+    correlation, blendshape changes per emotion and idle head-pose velocity/acceleration.
+    """
+    from ..evaluate import PAPER_REFERENCE, evaluate_identity
+
+    store = get_store(ctx)
+    dev = resolve_device(device)
+    chosen = [e.strip() for e in emotions.split(",") if e.strip()] if emotions else None
+    with progress_bars(transient=True) as update:
+        r = evaluate_identity(
+            name, store=store, audio=audio, device=dev, emotions=chosen, seconds_per_emotion=seconds_per_emotion,
+            seed=seed, hubert=hubert, json_path=json_out, report_path=report, progress=update,
+        )
+    console.print(figures_table(r.figures, PAPER_REFERENCE))
+    f = r.figures
+    rows = [
+        ("identity", f"{f['identity']} (preset {f['preset']}, {f['resolution']}x{f['resolution']}, {f['heldout_frames']} held-out frames)"),
+        ("device", f["device"]["device"]),
+        ("time", ", ".join(f"{k} {v:.1f} s" for k, v in r.seconds.items())),
+        *paths_rows({"figures": r.json_path, "report": r.report_path}),
+    ]
+    console.print(summary_table("evaluate", rows))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("evaluate")(evaluate_command)

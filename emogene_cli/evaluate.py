@@ -1,0 +1,618 @@
+"""The evaluate stage: numbers for a fitted identity, measured on rendered video.
+
+Usage::
+
+    result = evaluate_identity("obama_20s", store=Store())
+    result.figures["reconstruction"]["psnr"], result.json_path, result.report_path
+
+Five measurements, all on the identity's held-out frames (the last 10 %, never trained on)
+or on renders made for the purpose (:mod:`emogene_cli.metrics` defines each figure):
+
+1. reconstruction: render the held-out frames with their ground-truth landmarks and poses;
+   PSNR / SSIM over the frame and over the face region (the real frame's landmarks'
+   bounding box, padded), LPIPS where the ``lpips`` package and its weights are available
+   locally; M-LMD / F-LMD between landmarks re-detected with the same MediaPipe model on
+   the rendered and on the real frames, in pixels at the renderer's resolution;
+2. audio-driven: the held-out stretch driven by its own audio (features -> audio-to-motion
+   -> post-processing, :func:`emogene_cli.speak.plan_motion`) and rendered with the
+   ground-truth head poses (so that only the face motion differs); M-LMD / F-LMD and the
+   lip-sync figure (mouth opening re-detected on the render against the audio's loudness);
+3. emotion: a few seconds rendered with each emotion (same audio, poses and seed); per
+   emotion, the change of its relevant MediaPipe blendshapes, re-detected on the rendered
+   frames, against the neutral render;
+4. idle: a clip with a silent stretch (the given audio, or the held-out audio followed by
+   silence); head-pose velocity / acceleration during the silence, measured on the head
+   poses that drive the renderer (EmoGene's idle table);
+5. the software versions, preset and device, and how long each part took.
+
+Writes ``identities/<name>/evaluation.json`` (strict JSON: ``null`` for undefined figures)
+and ``evaluation.html`` (self-contained: frame grids and plots embedded as PNG).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import importlib.util
+import json
+import math
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import cv2
+import numpy as np
+
+from . import __version__, geometry, metrics
+from .audio import SAMPLES_PER_FRAME, load_audio, loudness_envelope
+from .emotions import EMOTIONS, parse_emotion
+from .errors import EmogeneError, InputError, NotFoundError
+from .face import BLENDSHAPE_NAMES, TrackResult, track_frames
+from .fit_renderer import evaluate_renderer, heldout_frames
+from .media import SAMPLE_RATE
+from .preprocess import IdentityData, load_identity
+from .speak import Speaker, load_ldm, load_speaker, plan_motion
+from .store import Store, atomic_write_bytes, load_artifact
+
+__all__ = ["PAPER_REFERENCE", "EvaluationResult", "evaluate_identity", "frame_grid", "lpips_status", "redetect"]
+
+#: Published figures to read ours against (EmoGene, FG 2025, on MEAD; its idle-pose table).
+PAPER_REFERENCE: dict[str, float] = {
+    "psnr": 19.70,
+    "ssim": 0.730,
+    "m_lmd": 3.60,
+    "f_lmd": 5.93,
+    "idle_velocity_mean": 0.0175,
+    "idle_acceleration_mean": 0.0068,
+}
+
+#: Frames are upscaled to at least this side before MediaPipe looks at them (a 64-pixel
+#: face is below what its face detector finds reliably); landmarks are scaled back.
+DETECT_SIZE = 256
+LMD_ALIGN = "mean"
+GRID_ROWS = 4
+PANEL = 192  # side of one frame-grid panel in the report, pixels
+
+Progress = Callable[..., None]
+
+
+@dataclass
+class EvaluationResult:
+    """What :func:`evaluate_identity` measured (``figures``: the JSON written) and where it went."""
+
+    name: str
+    figures: dict[str, Any]
+    json_path: Path
+    report_path: Path
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------
+# helpers
+
+
+def _report(progress: Progress | None, label: str, done: int, total: int) -> None:
+    if progress is not None:
+        progress(label, done, max(total, 1))
+
+
+def redetect(frames: np.ndarray, store: Store, min_size: int = DETECT_SIZE) -> TrackResult:
+    """Re-detect landmarks and blendshapes on ``[T, H, W, 3]`` uint8 frames (a fresh MediaPipe tracker).
+
+    Frames smaller than ``min_size`` are upscaled (bicubic) for MediaPipe only; the
+    landmarks come back in pixels of the frames given (see :func:`emogene_cli.face.track_frames`).
+    """
+    h = frames.shape[1]
+    scale = max(1.0, min_size / h)
+    side = int(round(h * scale))
+    seq = (cv2.resize(f, (side, side), interpolation=cv2.INTER_CUBIC) if scale > 1 else f for f in frames)
+    track = track_frames(seq, store=store)
+    track.landmarks = (track.landmarks / np.float32(side / h)).astype(np.float32)
+    return track
+
+
+def _render(speaker: Speaker, poses: np.ndarray, motion: np.ndarray, background: np.ndarray, device: str,
+            progress: Progress | None, label: str) -> np.ndarray:
+    """``[T, H, W, 3]`` uint8 renders of ``poses [T, 4, 4]`` and ``motion [T, 68, 3]``."""
+    frames = speaker.renderer.render_frames(
+        poses, motion, background, device, progress=(lambda d, n: _report(progress, label, d, n)),
+    )
+    return np.stack(list(frames))
+
+
+def _lm68(track: TrackResult) -> np.ndarray:
+    return track.landmarks[:, geometry.LM68_FROM_LM478]
+
+
+def _finite(value: Any) -> Any:
+    """JSON-ready copy: numpy scalars/arrays to Python, nan to None, ±inf to "inf"/"-inf"."""
+    if isinstance(value, dict):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return [_finite(v) for v in value.tolist()]
+    if isinstance(value, (np.bool_, bool)):
+        return bool(value)
+    if isinstance(value, (np.integer, int)):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        v = float(value)
+        if math.isnan(v):
+            return None
+        if math.isinf(v):
+            return "inf" if v > 0 else "-inf"
+        return v
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def lpips_status() -> tuple[bool, str]:
+    """Whether LPIPS can be computed here without the network: ``(available, note)``.
+
+    Needs the ``lpips`` package (which ships its linear-layer weights) and torchvision's
+    AlexNet weights already in the torch hub cache (torchvision would otherwise download them).
+    """
+    if importlib.util.find_spec("lpips") is None:
+        return False, "skipped: the lpips package is not installed (pip install lpips, with AlexNet weights cached)"
+    import torch
+
+    cached = Path(torch.hub.get_dir()) / "checkpoints"
+    if not any(cached.glob("alexnet-*.pth")):
+        return False, f"skipped: torchvision's AlexNet weights are not in {cached} and are never downloaded here"
+    return True, "LPIPS (Zhang et al., 2018), AlexNet features, lpips package"
+
+
+def _lpips(real: np.ndarray, fake: np.ndarray, device: str) -> tuple[float | None, str]:
+    """Mean LPIPS over ``[T, H, W, 3]`` uint8 frame pairs, or ``(None, why not)``."""
+    ok, note = lpips_status()
+    if not ok:
+        return None, note
+    try:
+        import lpips
+        import torch
+
+        model = lpips.LPIPS(net="alex", verbose=False).to(device).eval()
+        to_t = lambda x: torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).float().div(127.5).sub(1).to(device)  # noqa: E731
+        with torch.inference_mode():
+            value = float(model(to_t(real), to_t(fake)).mean())
+        return value, note
+    except Exception as exc:  # a broken third-party install must not sink the evaluation
+        return None, f"skipped: lpips failed ({exc.__class__.__name__}: {str(exc)[:120]})"
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    import torch
+
+    out = {"python": platform.python_version(), "emogene": __version__, "torch": torch.__version__}
+    for pkg in ("numpy", "mediapipe", "scikit-image", "librosa", "matplotlib"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def _device_info(device: str) -> dict[str, Any]:
+    import os
+
+    import torch
+
+    info: dict[str, Any] = {"device": device, "platform": platform.platform(), "cpu_count": os.cpu_count(),
+                            "torch_threads": torch.get_num_threads()}
+    if device.startswith("cuda") and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return info
+
+
+def _masked_mean(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Column means of ``[T, K]`` over the valid rows (nan row if none)."""
+    valid = np.asarray(valid, dtype=bool)
+    return values[valid].mean(0) if valid.any() else np.full(values.shape[1:], np.nan)
+
+
+# --------------------------------------------------------------------------------------
+# the five parts
+
+
+def _reconstruction(speaker: Speaker, data: IdentityData, held: np.ndarray, real_track: TrackResult, device: str,
+                    store: Store, progress: Progress | None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    rep = evaluate_renderer(speaker.renderer, data, held, device)
+    frames = rep["frames"]
+    _report(progress, "reconstruction", 1, 2)
+    real = data.images[held]
+    boxes = [metrics.padded_box(data.landmarks[i], real.shape[1:]) for i in held]
+    psnr_face = np.array([metrics.psnr(metrics.crop(r, b), metrics.crop(f, b)) for r, f, b in zip(real, frames, boxes)])
+    ssim_face = np.array([metrics.ssim(metrics.crop(r, b), metrics.crop(f, b)) for r, f, b in zip(real, frames, boxes)])
+    track = redetect(frames, store)
+    _report(progress, "reconstruction", 2, 2)
+    valid = real_track.found & track.found
+    m_per = metrics.landmark_distance_per_frame(_lm68(track), _lm68(real_track), geometry.LM68_MOUTH, align=LMD_ALIGN)
+    f_per = metrics.landmark_distance_per_frame(_lm68(track), _lm68(real_track), None, align=LMD_ALIGN)
+    lp, lp_note = _lpips(real, frames, device)
+    figures = {
+        "frames": len(held),
+        "psnr": rep["psnr"], "ssim": rep["ssim"],
+        "psnr_face": float(np.mean(psnr_face)), "ssim_face": float(np.mean(ssim_face)),
+        "lpips": lp, "lpips_note": lp_note,
+        "m_lmd": float(m_per[valid].mean()) if valid.any() else float("nan"),
+        "f_lmd": float(f_per[valid].mean()) if valid.any() else float("nan"),
+        "face_found_real": real_track.found_fraction, "face_found_rendered": track.found_fraction,
+    }
+    per_frame = {"frames": frames, "landmarks68": _lm68(track), "psnr": rep["psnr_per_frame"], "ssim": rep["ssim_per_frame"],
+                 "psnr_face": psnr_face, "ssim_face": ssim_face, "m_lmd": np.where(valid, m_per, np.nan),
+                 "f_lmd": np.where(valid, f_per, np.nan)}
+    return figures, per_frame
+
+
+def _audio_driven(speaker: Speaker, data: IdentityData, held: np.ndarray, real_track: TrackResult, device: str,
+                  store: Store, seed: int, hubert: str | None, progress: Progress | None,
+                  ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    start, stop = int(held[0]) * SAMPLES_PER_FRAME, (int(held[-1]) + 1) * SAMPLES_PER_FRAME
+    audio = np.zeros(stop - start, np.float32)
+    piece = data.audio[start:stop]
+    audio[: len(piece)] = piece
+    plan = plan_motion(speaker, audio, emotion="neutral", seed=seed, hubert=hubert, store_dir=store.third_party_dir)
+    T = min(len(plan.motion), len(held))
+    frames = _render(speaker, data.poses[held[:T]], plan.motion[:T], speaker.background, device, progress, "audio-driven")
+    track = redetect(frames, store)
+    real68, fake68 = _lm68(real_track)[:T], _lm68(track)
+    valid = real_track.found[:T] & track.found
+    m_per = metrics.landmark_distance_per_frame(fake68, real68, geometry.LM68_MOUTH, align=LMD_ALIGN)
+    f_per = metrics.landmark_distance_per_frame(fake68, real68, None, align=LMD_ALIGN)
+    mouth = geometry.mouth_opening(fake68)
+    envelope = loudness_envelope(audio, T)
+    corr, lag = metrics.lipsync_correlation(mouth, envelope, max_lag=5)
+    real_corr, real_lag = metrics.lipsync_correlation(geometry.mouth_opening(real68), envelope, max_lag=5)
+    figures = {
+        "frames": T,
+        "m_lmd": float(m_per[valid].mean()) if valid.any() else float("nan"),
+        "f_lmd": float(f_per[valid].mean()) if valid.any() else float("nan"),
+        "lipsync_corr": corr, "lipsync_lag": lag,
+        "lipsync_corr_real_video": real_corr, "lipsync_lag_real_video": real_lag,
+        "face_found_rendered": track.found_fraction,
+        "note": "motion from the held-out audio (speak's pipeline), head poses from the real held-out frames",
+    }
+    per_frame = {"frames": frames, "landmarks68": fake68, "m_lmd": np.where(valid, m_per, np.nan),
+                 "f_lmd": np.where(valid, f_per, np.nan), "mouth_open": mouth,
+                 "mouth_open_real": geometry.mouth_opening(real68), "envelope": envelope}
+    return figures, per_frame
+
+
+def _emotions(speaker: Speaker, audio: np.ndarray, emotions: Sequence[str], device: str, store: Store, seed: int,
+              hubert: str | None, progress: Progress | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    try:
+        ldm = load_ldm(store, device)
+    except NotFoundError as exc:
+        return {"skipped": f"no landmark deformation model ({exc.message})"}, {}
+    per: dict[str, Any] = {}
+    shots: dict[str, np.ndarray] = {}
+    blend: dict[str, np.ndarray] = {}
+    lipsync: tuple[float, int] = (float("nan"), 0)
+    for k, emotion in enumerate(emotions):
+        plan = plan_motion(speaker, audio, emotion=emotion, ldm=ldm, seed=seed, hubert=hubert, store_dir=store.third_party_dir)
+        frames = _render(speaker, plan.poses, plan.motion, speaker.background, device, None, "")
+        track = redetect(frames, store)
+        blend[emotion] = _masked_mean(track.blendshapes, track.found)
+        shots[emotion] = frames[len(frames) // 2]
+        per[emotion] = {"face_found": track.found_fraction}
+        if emotion == "neutral":
+            env = loudness_envelope(audio, len(frames))
+            lipsync = metrics.lipsync_correlation(geometry.mouth_opening(_lm68(track)), env, max_lag=5)
+        _report(progress, "emotions", k + 1, len(emotions))
+    for emotion in emotions:
+        if emotion != "neutral":
+            per[emotion].update(metrics.blendshape_deltas(blend[emotion], blend["neutral"], BLENDSHAPE_NAMES, emotion))
+    figures = {
+        "seconds_per_emotion": len(audio) / SAMPLE_RATE,
+        "per_emotion": per,
+        "lipsync_corr_neutral": lipsync[0], "lipsync_lag_neutral": lipsync[1],
+        "note": "score = mean change of the emotion's MediaPipe blendshapes (0..1) re-detected on the render, against the neutral render",
+    }
+    return figures, {"shots": shots}
+
+
+def _idle(speaker: Speaker, audio: np.ndarray, source: str, store: Store, seed: int,
+          hubert: str | None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    plan = plan_motion(speaker, audio, emotion="neutral", seed=seed, hubert=hubert, store_dir=store.third_party_dir)
+    silent = ~plan.active
+    idle = metrics.pose_velocity_acceleration(plan.poses, silent, face_size=speaker.face_size)
+    speech = metrics.pose_velocity_acceleration(plan.poses, plan.active, face_size=speaker.face_size)
+    real = metrics.pose_velocity_acceleration(speaker.bank_poses, None, face_size=speaker.face_size)
+    figures = {
+        "audio": source, "frames": len(silent), "silent_frames": int(silent.sum()),
+        "velocity_mean": idle["velocity_mean"], "velocity_std": idle["velocity_std"],
+        "acceleration_mean": idle["acceleration_mean"], "acceleration_std": idle["acceleration_std"],
+        "speech_velocity_mean": speech["velocity_mean"], "speech_acceleration_mean": speech["acceleration_mean"],
+        "real_video_velocity_mean": real["velocity_mean"], "real_video_acceleration_mean": real["acceleration_mean"],
+        "note": "per frame at 25 fps, on the driving head poses; pose = axis-angle (rad) + translation / face height + log scale",
+    }
+    if not silent.any():
+        figures["note"] += "; the clip has no silent frame, so the idle figures are undefined"
+    vec = geometry.pose_to_vector(plan.poses)
+    vec[:, 3:6] /= speaker.face_size
+    speed = np.concatenate([[np.nan], np.linalg.norm(np.diff(vec, axis=0), axis=1)])
+    return figures, {"speed": speed, "silent": silent}
+
+
+# --------------------------------------------------------------------------------------
+# report
+
+
+def _png(image: np.ndarray) -> str:
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR))
+    if not ok:  # pragma: no cover - cv2 failure
+        raise InputError("could not encode a report image")
+    return base64.b64encode(buf.tobytes()).decode()
+
+
+def _panel(image: np.ndarray) -> np.ndarray:
+    return cv2.resize(image, (PANEL, PANEL), interpolation=cv2.INTER_NEAREST if image.shape[0] < PANEL else cv2.INTER_AREA)
+
+
+def _landmark_panel(background: np.ndarray, real68: np.ndarray, fake68: np.ndarray) -> np.ndarray:
+    """The real frame dimmed, real landmarks green, rendered-frame landmarks red, at panel size."""
+    out = (_panel(background).astype(np.float32) * 0.35).astype(np.uint8)
+    s = PANEL / background.shape[0]
+    for pts, colour in ((real68, (60, 230, 60)), (fake68, (255, 60, 60))):
+        for x, y in pts[:, :2] * s:
+            if np.isfinite(x) and np.isfinite(y):
+                cv2.circle(out, (int(round(x)), int(round(y))), 2, colour, -1, lineType=cv2.LINE_AA)
+    return out
+
+
+def frame_grid(real: np.ndarray, rendered: np.ndarray, real68: np.ndarray, fake68: np.ndarray, rows: int = GRID_ROWS) -> np.ndarray:
+    """A grid image, one row per picked frame: real | rendered | landmarks (real green, rendered red).
+
+    Args:
+        real, rendered: ``[T, H, W, 3]`` uint8; real68, fake68: ``[T, 68, 2|3]`` pixels.
+
+    Returns:
+        ``[rows * PANEL, 3 * PANEL, 3]`` uint8.
+    """
+    pick = np.unique(np.linspace(0, len(real) - 1, num=min(rows, len(real))).round().astype(int))
+    lines = [np.concatenate([_panel(real[i]), _panel(rendered[i]), _landmark_panel(real[i], real68[i], fake68[i])], axis=1)
+             for i in pick]
+    return np.concatenate(lines, axis=0)
+
+
+def _plots(parts: dict[str, dict[str, Any]], figures: dict[str, Any]) -> list[tuple[str, str]]:
+    """Matplotlib figures (object API, Agg canvas: no global backend change) as base64 PNGs."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    def encode(fig: Figure) -> str:
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()
+        rgba = np.asarray(canvas.buffer_rgba())
+        return _png(rgba[:, :, :3])
+
+    out = []
+    rec, aud = parts.get("reconstruction", {}), parts.get("audio_driven", {})
+    if rec:
+        fig = Figure(figsize=(9, 5.5), dpi=90)
+        ax1, ax2 = fig.subplots(2, 1, sharex=True)
+        x = np.arange(len(rec["psnr"]))
+        ax1.plot(x, rec["psnr"], "o-", label="PSNR frame")
+        ax1.plot(x, rec["psnr_face"], "s-", label="PSNR face")
+        ax1.set_ylabel("dB")
+        ax1b = ax1.twinx()
+        ax1b.plot(x, rec["ssim"], "^--", color="tab:green", label="SSIM frame")
+        ax1b.plot(x, rec["ssim_face"], "v--", color="tab:olive", label="SSIM face")
+        ax1b.set_ylabel("SSIM")
+        handles = ax1.get_legend_handles_labels()
+        handles_b = ax1b.get_legend_handles_labels()
+        ax1.legend(handles[0] + handles_b[0], handles[1] + handles_b[1], fontsize=8)
+        ax2.plot(x, rec["m_lmd"], "o-", label="M-LMD reconstruction")
+        ax2.plot(x, rec["f_lmd"], "s-", label="F-LMD reconstruction")
+        if aud:
+            ax2.plot(np.arange(len(aud["m_lmd"])), aud["m_lmd"], "o--", label="M-LMD audio-driven")
+            ax2.plot(np.arange(len(aud["f_lmd"])), aud["f_lmd"], "s--", label="F-LMD audio-driven")
+        ax2.set_ylabel("pixels")
+        ax2.set_xlabel("held-out frame")
+        ax2.legend(fontsize=8)
+        fig.tight_layout()
+        out.append(("Per-frame reconstruction metrics and landmark distances (held-out frames)", encode(fig)))
+    if aud:
+        fig = Figure(figsize=(9, 3.2), dpi=90)
+        ax = fig.subplots()
+        z = lambda v: (v - np.mean(v)) / (np.std(v) + 1e-9)  # noqa: E731
+        t = np.arange(len(aud["envelope"])) / 25.0
+        ax.plot(t, z(aud["envelope"]), label="audio loudness (RMS)")
+        ax.plot(t, z(aud["mouth_open"]), label="mouth opening, rendered")
+        ax.plot(t, z(aud["mouth_open_real"]), ":", label="mouth opening, real")
+        a = figures.get("audio_driven", {})
+        ax.set_title(f"lip sync: r = {a.get('lipsync_corr', float('nan')):.2f} at lag {a.get('lipsync_lag', 0)} frames", fontsize=10)
+        ax.set_xlabel("seconds")
+        ax.set_ylabel("z-score")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        out.append(("Mouth opening against the audio envelope (audio-driven held-out stretch)", encode(fig)))
+    emo = figures.get("emotion", {}).get("per_emotion", {})
+    scored = [(e, v.get("score")) for e, v in emo.items() if e != "neutral"]
+    if scored:
+        fig = Figure(figsize=(9, 3.2), dpi=90)
+        ax = fig.subplots()
+        ax.bar([e for e, _ in scored], [s if s is not None and np.isfinite(s) else 0.0 for _, s in scored], color="tab:purple")
+        ax.axhline(0, color="k", lw=0.8)
+        ax.set_ylabel("blendshape change vs neutral")
+        fig.tight_layout()
+        out.append(("Emotion: change of the relevant blendshapes against the neutral render", encode(fig)))
+    idle = parts.get("idle", {})
+    if idle:
+        fig = Figure(figsize=(9, 3.2), dpi=90)
+        ax = fig.subplots()
+        t = np.arange(len(idle["speed"])) / 25.0
+        ax.plot(t, idle["speed"], label="pose velocity")
+        top = np.nanmax(idle["speed"]) if np.isfinite(idle["speed"]).any() else 1.0
+        ax.fill_between(t, 0, top, where=idle["silent"], color="grey", alpha=0.25, label="silent")
+        ax.set_xlabel("seconds")
+        ax.set_ylabel("|Δ pose| per frame")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        out.append(("Idle: head-pose velocity, silent stretch shaded", encode(fig)))
+    return out
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return html.escape(str(value))
+
+
+def _html(figures: dict[str, Any], grids: list[tuple[str, str]], plots: list[tuple[str, str]]) -> str:
+    def table(title: str, d: dict[str, Any]) -> str:
+        rows = []
+        for k, v in d.items():
+            if isinstance(v, dict):
+                continue
+            ref = PAPER_REFERENCE.get(k if title != "idle" else f"idle_{k}")
+            rows.append(f"<tr><td>{html.escape(k)}</td><td>{_fmt(v)}</td><td>{'' if ref is None else ref}</td></tr>")
+        return (f"<h3>{html.escape(title)}</h3><table><tr><th>figure</th><th>value</th><th>EmoGene paper</th></tr>"
+                + "".join(rows) + "</table>")
+
+    parts = [f"<h1>emogene evaluation: {html.escape(figures['identity'])}</h1>",
+             f"<p>preset {_fmt(figures['preset'])}, {figures['resolution']}x{figures['resolution']} pixels, "
+             f"{figures['frames']} frames ({figures['heldout_frames']} held out), device {_fmt(figures['device']['device'])}. "
+             "Landmark distances in pixels at that resolution after centring each frame's points "
+             "(see emogene_cli.metrics).</p>"]
+    for key in ("reconstruction", "audio_driven", "idle"):
+        if key in figures:
+            parts.append(table(key, figures[key]))
+    emo = figures.get("emotion", {})
+    if "per_emotion" in emo:
+        rows = "".join(
+            f"<tr><td>{html.escape(e)}</td><td>{_fmt(v.get('score', ''))}</td><td>"
+            + ", ".join(f"{html.escape(n)} {d:+.3f}" for n, d in v.get("deltas", {}).items())
+            + f"</td><td>{_fmt(v['face_found'])}</td></tr>"
+            for e, v in emo["per_emotion"].items())
+        parts.append("<h3>emotion</h3><table><tr><th>emotion</th><th>score</th><th>blendshape deltas</th><th>face found</th></tr>"
+                     + rows + "</table>")
+    elif emo:
+        parts.append(f"<h3>emotion</h3><p>{_fmt(emo.get('skipped', ''))}</p>")
+    for title, b64 in grids + plots:
+        parts.append(f"<h3>{html.escape(title)}</h3><img alt='{html.escape(title)}' src='data:image/png;base64,{b64}'>")
+    parts.append("<h3>versions</h3><pre>" + html.escape(json.dumps(figures["versions"], indent=1)) + "</pre>")
+    style = ("body{font-family:sans-serif;max-width:1000px;margin:2em auto}table{border-collapse:collapse;margin-bottom:1em}"
+             "td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}img{max-width:100%}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>emogene evaluation</title><style>{style}</style>"
+            f"</head><body>{''.join(parts)}</body></html>")
+
+
+# --------------------------------------------------------------------------------------
+# the stage
+
+
+def evaluate_identity(
+    name: str,
+    *,
+    store: Store,
+    audio: str | Path | None = None,
+    device: str = "cpu",
+    emotions: Sequence[str] | None = None,
+    seconds_per_emotion: float = 3.0,
+    idle_silence: float = 3.0,
+    seed: int = 0,
+    hubert: str | None = None,
+    json_path: str | Path | None = None,
+    report_path: str | Path | None = None,
+    progress: Progress | None = None,
+) -> EvaluationResult:
+    """Measure a fitted identity (see the module docstring) and write the JSON and HTML report.
+
+    Args:
+        name: a fitted identity.
+        audio: speech with a silent stretch for the idle figures, also driving the emotion
+            renders (default: the held-out audio followed by ``idle_silence`` seconds of
+            silence, and the identity's own recording for the emotions).
+        emotions: emotions to render (default all; ``neutral`` is always added as the reference).
+        seconds_per_emotion: length of each emotion render.
+        json_path, report_path: outputs (default ``identities/<name>/evaluation.json`` / ``.html``).
+        progress: ``progress(label, done, total)``.
+
+    Raises:
+        NotFoundError: unknown or unfitted identity, missing audio file.
+        InputError: unreadable audio.
+        EmogeneError: an unknown emotion or a non-positive duration.
+    """
+    if seconds_per_emotion <= 0 or idle_silence < 0:
+        raise EmogeneError("--seconds-per-emotion must be positive and the idle silence non-negative")
+    try:
+        chosen = [parse_emotion(e) for e in (emotions or EMOTIONS)]
+    except EmogeneError as exc:
+        raise EmogeneError(exc.message, path="--emotions") from exc
+    chosen = ["neutral"] + [e for e in dict.fromkeys(chosen) if e != "neutral"]
+    name = store.resolve_identity(name)
+    user_audio = load_audio(audio) if audio is not None else None
+    seconds: dict[str, float] = {}
+
+    t0 = time.perf_counter()
+    speaker = load_speaker(store, name, device)
+    size = speaker.renderer.config.resolution
+    data = load_identity(store, name, size=size)
+    held = heldout_frames(data.frames)
+    preset = load_artifact(store.renderer_path(name), what="renderer").params.get("preset", "unknown")
+    real_track = redetect(data.images[held], store)
+    seconds["load"] = time.perf_counter() - t0
+
+    figures: dict[str, Any] = {
+        "identity": name, "preset": preset, "resolution": size, "frames": data.frames, "heldout_frames": len(held),
+        "feature_kind": data.feature_kind, "device": _device_info(device), "versions": _versions(),
+        "settings": {"lmd_alignment": LMD_ALIGN, "lmd_units": f"pixels at {size}x{size}", "detect_size": DETECT_SIZE,
+                     "lipsync_max_lag_frames": 5, "seed": seed, "face_region_pad": 0.15},
+        "reference": PAPER_REFERENCE,
+    }
+    parts: dict[str, dict[str, Any]] = {}
+
+    t0 = time.perf_counter()
+    figures["reconstruction"], parts["reconstruction"] = _reconstruction(speaker, data, held, real_track, device, store, progress)
+    seconds["reconstruction"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    figures["audio_driven"], parts["audio_driven"] = _audio_driven(speaker, data, held, real_track, device, store, seed, hubert, progress)
+    seconds["audio_driven"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    emo_audio = user_audio if user_audio is not None else data.audio
+    emo_audio = emo_audio[: int(round(seconds_per_emotion * SAMPLE_RATE))]
+    figures["emotion"], parts["emotion"] = _emotions(speaker, emo_audio, chosen, device, store, seed, hubert, progress)
+    if user_audio is not None:
+        figures["emotion"]["audio"] = str(audio)
+    seconds["emotion"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    if user_audio is not None:
+        idle_audio, source = user_audio, str(audio)
+    else:
+        start, stop = int(held[0]) * SAMPLES_PER_FRAME, (int(held[-1]) + 1) * SAMPLES_PER_FRAME
+        idle_audio = np.concatenate([data.audio[start:stop], np.zeros(int(idle_silence * SAMPLE_RATE), np.float32)])
+        source = f"held-out audio + {idle_silence:g} s of silence"
+    figures["idle"], parts["idle"] = _idle(speaker, idle_audio, source, store, seed, hubert)
+    seconds["idle"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    real = data.images[held]
+    grids = [
+        ("Reconstruction, held-out frames: real | rendered | landmarks (real green, rendered red)",
+         _png(frame_grid(real, parts["reconstruction"]["frames"], _lm68(real_track), parts["reconstruction"]["landmarks68"]))),
+        ("Audio-driven, held-out frames: real | rendered from audio | landmarks (real green, rendered red)",
+         _png(frame_grid(real, parts["audio_driven"]["frames"], _lm68(real_track), parts["audio_driven"]["landmarks68"]))),
+    ]
+    shots = parts["emotion"].get("shots", {})
+    if shots:
+        strip = np.concatenate([_panel(img) for img in shots.values()], axis=1)
+        grids.append(("Emotions (middle frame): " + " | ".join(shots), _png(strip)))
+    report_html = _html(figures, grids, _plots(parts, figures))
+    seconds["report"] = time.perf_counter() - t0
+    figures["seconds"] = seconds
+
+    json_out = Path(json_path) if json_path else store.identity_dir(name) / "evaluation.json"
+    report_out = Path(report_path) if report_path else store.identity_dir(name) / "evaluation.html"
+    atomic_write_bytes(json_out, json.dumps(_finite(figures), indent=1, allow_nan=False).encode())
+    atomic_write_bytes(report_out, report_html.encode())
+    return EvaluationResult(name=name, figures=figures, json_path=json_out, report_path=report_out, seconds=seconds)

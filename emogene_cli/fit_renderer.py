@@ -1,0 +1,390 @@
+"""Fitting and evaluating the talking-head renderer (:mod:`emogene_cli.models.renderer`).
+
+    model, stats = train_renderer(data, RendererConfig.preset("quick"), checkpoint=ckpt)
+    report = evaluate_renderer(model, data, heldout_frames(len(data.images)), "cpu")
+    report["psnr"], report["ssim"], report["frames"]          # dB, 0..1, [N, H, W, 3] uint8
+
+Training follows GeneFace++/RAD-NeRF/ER-NeRF's recipe, reduced to one joint stage: random
+rays from the training frames, drawn mostly from the person and a band around the head
+(the pixels that change), photometric MSE on the composite over the static background plate,
+plus opacity supervision from the parsing labels (head opacity against the head mask as in
+RAD-NeRF's head stage, torso opacity against the torso mask), Adam with exponential decay.
+
+The last 10 % of the frames are held out: they are never used for training, only for
+:func:`evaluate_renderer`. Checkpoints are safetensors plus a JSON sidecar, never pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import InputError, MismatchError
+from .metrics import psnr, psnr_from_mse, ssim
+from .models.renderer import RendererConfig, TalkingHeadRenderer, distortion_loss
+from .store import atomic_write_bytes, load_artifact, save_artifact
+
+__all__ = ["RendererData", "evaluate_renderer", "heldout_frames", "split_frames", "train_renderer"]
+
+TRAIN_FRACTION = 0.9
+CHECKPOINT_KIND = "emogene-renderer-checkpoint"
+
+
+class RendererData(Protocol):
+    """What training needs, all at ``config.resolution`` (numpy arrays).
+
+    ``images [T, H, W, 3]`` uint8 RGB, ``labels [T, H, W]`` uint8 (0 background, 1 torso,
+    2 head), ``background [H, W, 3]`` uint8, ``poses [T, 4, 4]`` camera-from-head,
+    ``motion [T, 68, 3]`` float32 (inter-ocular units), ``mean_shape [478, 3]`` (pixels).
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    background: np.ndarray
+    poses: np.ndarray
+    motion: np.ndarray
+    mean_shape: np.ndarray
+
+
+def split_frames(n_frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """Training frames ``0 .. n_train - 1`` and held-out frames ``n_train .. T - 1``, ``n_train = int(0.9 T)``."""
+    n_train = int(TRAIN_FRACTION * n_frames)
+    return np.arange(n_train), np.arange(n_train, n_frames)
+
+
+def heldout_frames(n_frames: int) -> np.ndarray:
+    """The held-out frame indices (the last 10 %), see :func:`split_frames`."""
+    return split_frames(n_frames)[1]
+
+
+def _check_data(data: RendererData, config: RendererConfig) -> int:
+    images = np.asarray(data.images)
+    t = len(images)
+    size = config.resolution
+    expect = {
+        "images": (images.shape, (t, size, size, 3)),
+        "labels": (np.shape(data.labels), (t, size, size)),
+        "background": (np.shape(data.background), (size, size, 3)),
+        "poses": (np.shape(data.poses), (t, 4, 4)),
+        "motion": (np.shape(data.motion), (t, 68, 3)),
+        "mean_shape": (np.shape(data.mean_shape), (478, 3)),
+    }
+    for name, (got, want) in expect.items():
+        if tuple(got) != want:
+            raise MismatchError(f"renderer data: {name} has shape {list(got)}, expected {list(want)} (resolution {size})")
+    if split_frames(t)[0].size < 1 or t < 2:
+        raise InputError(f"renderer data: {t} frames are too few to train and hold out 10 %")
+    return t
+
+
+def _focus_masks(labels: np.ndarray, band_px: int) -> torch.Tensor:
+    """Person pixels plus a band around the head: ``[T, H*W]`` bool (CPU)."""
+    out = []
+    k = 2 * band_px + 1
+    for i in range(0, len(labels), 64):
+        lab = torch.from_numpy(np.ascontiguousarray(labels[i:i + 64]))
+        head = (lab == 2).float()[:, None]
+        band = F.max_pool2d(head, k, stride=1, padding=band_px)[:, 0] > 0 if band_px > 0 else head[:, 0] > 0
+        out.append(((lab > 0) | band).reshape(len(lab), -1))
+    return torch.cat(out)
+
+
+def _param_groups(model: TalkingHeadRenderer, config: RendererConfig) -> list[dict[str, Any]]:
+    grids = list(model.head.encoding.planes) + list(model.torso.grids)
+    ids = {id(p) for p in grids}
+    mlps = [p for p in model.parameters() if id(p) not in ids]
+    return [
+        {"params": grids, "lr": config.lr_grid, "base_lr": config.lr_grid, "eps": 1e-15},
+        {"params": mlps, "lr": config.lr_mlp, "base_lr": config.lr_mlp, "eps": 1e-8},
+    ]
+
+
+# --------------------------------------------------------------------------------------
+# checkpoints: <checkpoint>.safetensors (tensors) + <checkpoint>.json (scalars, config)
+# --------------------------------------------------------------------------------------
+
+
+def _sidecar(checkpoint: Path) -> Path:
+    return checkpoint.with_suffix(".json")
+
+
+def _save_checkpoint(
+    checkpoint: Path, model: TalkingHeadRenderer, optimizer: torch.optim.Optimizer, generator: torch.Generator,
+    step: int, info: dict[str, Any],
+) -> None:
+    tensors: dict[str, Any] = {f"model.{k}": v for k, v in model.state_dict().items()}
+    state = optimizer.state_dict()["state"]
+    for i, st in state.items():
+        for key, value in st.items():
+            tensors[f"optim.{i}.{key}"] = torch.as_tensor(value).reshape(-1)
+    tensors["rng.cpu"] = generator.get_state()
+    save_artifact(checkpoint, tensors, producer="train_renderer", params={"step": step},
+                  extra={"step": str(step), "kind": CHECKPOINT_KIND})
+    meta = dict(info, kind=CHECKPOINT_KIND, step=step, tensors=checkpoint.name)
+    atomic_write_bytes(_sidecar(checkpoint), json.dumps(meta, indent=1, sort_keys=True).encode())
+
+
+def _load_checkpoint(
+    checkpoint: Path, model: TalkingHeadRenderer, optimizer: torch.optim.Optimizer, generator: torch.Generator,
+    info: dict[str, Any],
+) -> int:
+    """Restore ``model``, ``optimizer`` and ``generator``; returns the checkpoint's step."""
+    side = _sidecar(checkpoint)
+    try:
+        meta = json.loads(side.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise MismatchError(f"checkpoint sidecar unreadable ({exc})", path=side) from exc
+    if meta.get("kind") != CHECKPOINT_KIND:
+        raise MismatchError("not a renderer checkpoint", path=side)
+    if meta.get("config") != info["config"]:
+        saved, now = meta.get("config") or {}, info["config"]
+        diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+        raise MismatchError(f"checkpoint was made with another renderer config (differs in: {', '.join(diff)})",
+                            path=checkpoint)
+    for key in ("n_frames", "n_train", "seed"):
+        if meta.get(key) != info[key]:
+            raise MismatchError(f"checkpoint was made with {key}={meta.get(key)}, now {info[key]}", path=checkpoint)
+    art = load_artifact(checkpoint, what="renderer checkpoint")
+    step = int(meta["step"])
+    if art.metadata.get("step") != str(step):
+        raise MismatchError("checkpoint tensors and sidecar disagree on the step", path=checkpoint)
+    t = art.tensors
+    try:
+        model.load_state_dict({k[6:]: torch.from_numpy(np.array(v)) for k, v in t.items() if k.startswith("model.")})
+        template = optimizer.state_dict()
+        state: dict[int, dict[str, torch.Tensor]] = {}
+        for key, value in t.items():
+            if key.startswith("optim."):
+                _, i, name = key.split(".", 2)
+                state.setdefault(int(i), {})[name] = torch.from_numpy(np.array(value))
+        params = [p for g in optimizer.param_groups for p in g["params"]]
+        for i, st in state.items():
+            st["step"] = st["step"].reshape(())
+            st["exp_avg"] = st["exp_avg"].reshape(params[i].shape)
+            st["exp_avg_sq"] = st["exp_avg_sq"].reshape(params[i].shape)
+        optimizer.load_state_dict({"state": state, "param_groups": template["param_groups"]})
+        generator.set_state(torch.from_numpy(np.array(t["rng.cpu"])))
+    except (KeyError, RuntimeError, ValueError, IndexError) as exc:
+        raise MismatchError(f"checkpoint does not fit the model ({exc})", path=checkpoint) from exc
+    return step
+
+
+# --------------------------------------------------------------------------------------
+# training
+# --------------------------------------------------------------------------------------
+
+
+def train_renderer(
+    data: RendererData,
+    config: RendererConfig,
+    *,
+    device: str | torch.device = "cpu",
+    checkpoint: Path,
+    resume: bool = False,
+    progress: Callable[[int, int, dict[str, float]], None] | None = None,
+    seed: int = 0,
+) -> tuple[TalkingHeadRenderer, dict[str, Any]]:
+    """Fit a :class:`TalkingHeadRenderer` to one identity's frames.
+
+    Each step draws ``config.rays_per_batch`` rays from random training frames:
+    ``config.person_fraction`` of them from person pixels and a band of
+    ``config.head_band`` around the head, the rest uniformly (background pixels teach the
+    model to stay transparent). Loss: ``MSE(composite, image)
+    + alpha_weight (MSE(head_alpha, label == 2) + MSE(torso_alpha, label == 1) off the head)
+    + tv_weight TV(head planes)``. Adam; learning rates decay exponentially to
+    ``lr * lr_final_ratio``.
+
+    Args:
+        data: see :class:`RendererData`; arrays at ``config.resolution``. Frames
+            ``0 .. int(0.9 T) - 1`` train; the rest are never touched here.
+        config: architecture and schedule (``config.steps`` in all).
+        device: ``"cpu"``, ``"cuda"``, ... The frames stay on the CPU as uint8; each batch moves.
+        checkpoint: a ``.safetensors`` path; a ``.json`` sidecar is written beside it. Saved
+            every ``config.checkpoint_every`` steps and at the end, atomically.
+        resume: continue from ``checkpoint`` if it exists (from step 0 if not).
+        progress: called as ``progress(step, total, {"loss", "psnr", "lr"})`` every
+            ``config.progress_every`` steps and at the end; ``psnr`` (dB) is of the
+            photometric MSE on the training rays, averaged since the previous call.
+        seed: seeds the initialisation and the ray sampling (a CPU generator).
+
+    Returns:
+        The model (eval mode, on ``device``) and stats: ``steps``, ``start_step``,
+        ``seconds``, ``steps_per_s``, ``loss``, ``psnr``, ``n_train``, ``n_heldout``.
+
+    Raises:
+        MismatchError: data shapes do not fit the config; resuming a checkpoint made with
+            another config, other data length or seed.
+        InputError: too few frames.
+    """
+    checkpoint = Path(checkpoint)
+    device = torch.device(device)
+    n_frames = _check_data(data, config)
+    train_idx, _ = split_frames(n_frames)
+    n_train = len(train_idx)
+    size = config.resolution
+
+    # everything below reads training frames only
+    motion_np = np.asarray(data.motion[:n_train], dtype=np.float32).reshape(n_train, -1)
+    poses_np = np.asarray(data.poses, dtype=np.float64)[:n_train]
+    pose_vec_np = TalkingHeadRenderer.pose_vectors(torch.as_tensor(poses_np)).numpy()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = TalkingHeadRenderer(
+            config, data.mean_shape, motion_np.mean(0), motion_np.std(0), pose_vec_np.mean(0), pose_vec_np.std(0)
+        )
+    model.to(device).train()
+    optimizer = torch.optim.Adam(_param_groups(model, config), betas=(0.9, 0.99))
+    generator = torch.Generator().manual_seed(seed)
+    info = {"config": config.to_dict(), "n_frames": n_frames, "n_train": n_train, "seed": seed}
+
+    start = 0
+    if resume and checkpoint.is_file() and _sidecar(checkpoint).is_file():
+        start = _load_checkpoint(checkpoint, model, optimizer, generator, info)
+
+    images = torch.from_numpy(np.ascontiguousarray(data.images[:n_train])).reshape(n_train, size * size, 3)
+    labels = torch.from_numpy(np.ascontiguousarray(data.labels[:n_train])).reshape(n_train, size * size)
+    focus = _focus_masks(data.labels[:n_train], max(1, round(config.head_band * size)))
+    background = torch.from_numpy(np.ascontiguousarray(data.background)).reshape(-1, 3)
+    poses = torch.as_tensor(poses_np, dtype=torch.float32, device=device)
+    pose_vec = torch.as_tensor(pose_vec_np, dtype=torch.float32, device=device)
+    motion = torch.as_tensor(motion_np, device=device)
+
+    n_rays = config.rays_per_batch
+    n_focus = int(round(n_rays * config.person_fraction))
+    tries = 8
+    running: list[float] = []
+    running_mse: list[float] = []
+    loss_value = mse_value = float("nan")
+    t0 = time.perf_counter()
+    for step in range(start, config.steps):
+        # ---- sample rays (CPU generator: reproducible and resumable) ----
+        frames = torch.randint(0, n_train, (n_rays,), generator=generator)
+        pix = torch.randint(0, size * size, (n_rays,), generator=generator)
+        if n_focus:
+            cf = torch.randint(0, n_train, (n_focus, tries), generator=generator)
+            cp = torch.randint(0, size * size, (n_focus, tries), generator=generator)
+            first = focus[cf, cp].to(torch.uint8).argmax(1, keepdim=True)
+            frames[:n_focus] = cf.gather(1, first)[:, 0]
+            pix[:n_focus] = cp.gather(1, first)[:, 0]
+        target = images[frames, pix].to(device, torch.float32) / 255.0
+        lab = labels[frames, pix].to(device)
+        bg = background[pix].to(device, torch.float32) / 255.0
+        pixels = torch.stack([pix % size, pix // size], -1).to(device, torch.float32) + 0.5
+        fd = frames.to(device)
+
+        # ---- learning rate ----
+        decay = config.lr_final_ratio ** (step / max(1, config.steps))
+        for group in optimizer.param_groups:
+            group["lr"] = group["base_lr"] * decay
+
+        ray_motion, ray_pose_vec = motion[fd], pose_vec[fd]
+        if config.motion_noise > 0:
+            noise = torch.randn(ray_motion.shape, generator=generator).to(device)
+            ray_motion = ray_motion + config.motion_noise * model.motion_std * noise
+        if config.pose_noise > 0:
+            noise = torch.randn(ray_pose_vec.shape, generator=generator).to(device)
+            ray_pose_vec = ray_pose_vec + config.pose_noise * model.pose_std * noise
+        out = model.render_rays(pixels, poses[fd], ray_motion, ray_pose_vec, bg, perturb=True, generator=generator)
+        mse = (out["rgb"] - target).pow(2).mean()
+        head_t = (lab == 2).float()
+        torso_t = (lab == 1).float()
+        off_head = (lab != 2).float()
+        l_head = (out["head_alpha"] - head_t).pow(2).mean()
+        l_torso = ((out["torso_alpha"] - torso_t).pow(2) * off_head).sum() / off_head.sum().clamp_min(1.0)
+        loss = mse + config.alpha_weight * (l_head + l_torso)
+        if config.distortion_weight > 0 and out["weights"].numel():
+            loss = loss + config.distortion_weight * distortion_loss(out["weights"]).mean()
+        if config.tv_weight > 0:
+            loss = loss + config.tv_weight * model.head.encoding.total_variation()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+        done = step + 1
+        if done >= config.occupancy_warmup and done % config.occupancy_every == 0:
+            _update_occupancy(model, motion, generator)
+        running.append(loss.detach())
+        running_mse.append(mse.detach())
+        if done % config.checkpoint_every == 0 and done < config.steps:
+            _save_checkpoint(checkpoint, model, optimizer, generator, done, info)
+        if done % config.progress_every == 0 or done == config.steps:
+            loss_value = float(torch.stack(running).mean())
+            mse_value = float(torch.stack(running_mse).mean())
+            running.clear()
+            running_mse.clear()
+            if progress is not None:
+                progress(done, config.steps,
+                         {"loss": loss_value, "psnr": psnr_from_mse(mse_value, 1.0), "lr": optimizer.param_groups[1]["lr"]})
+    if start < config.steps:
+        _update_occupancy(model, motion, generator, samples=4)
+        _save_checkpoint(checkpoint, model, optimizer, generator, config.steps, info)
+    seconds = time.perf_counter() - t0
+    model.eval()
+    stats = {
+        "steps": config.steps,
+        "start_step": start,
+        "seconds": seconds,
+        "steps_per_s": (config.steps - start) / seconds if seconds > 0 else float("nan"),
+        "loss": loss_value,
+        "psnr": psnr_from_mse(mse_value, 1.0),
+        "n_train": n_train,
+        "n_heldout": n_frames - n_train,
+    }
+    return model, stats
+
+
+def _update_occupancy(model: TalkingHeadRenderer, motion: torch.Tensor, generator: torch.Generator,
+                      samples: int = 1, n_codes: int = 64) -> float:
+    """Refresh the model's occupancy grid with the codes of random training frames."""
+    pick = torch.randint(0, motion.shape[0], (n_codes,), generator=generator).to(motion.device)
+    with torch.no_grad():
+        codes = model.motion_code(motion[pick])
+    return model.update_occupancy(codes, samples=samples, generator=generator)
+
+
+# --------------------------------------------------------------------------------------
+# evaluation
+# --------------------------------------------------------------------------------------
+
+
+def evaluate_renderer(
+    model: TalkingHeadRenderer, data: RendererData, frame_indices: np.ndarray | list[int], device: str | torch.device = "cpu",
+) -> dict[str, Any]:
+    """Render frames with their ground-truth poses and motion and compare them to the video.
+
+    Args:
+        model: a trained renderer.
+        data: see :class:`RendererData` (same resolution as the model).
+        frame_indices: frames to evaluate, normally :func:`heldout_frames`.
+        device: where to render.
+
+    Returns:
+        ``psnr`` (dB) and ``ssim`` (0..1), :func:`emogene_cli.metrics.psnr` and
+        :func:`~emogene_cli.metrics.ssim` means over the frames, full frame; ``psnr_per_frame``, ``ssim_per_frame``
+        ``[N]``; ``frames [N, H, W, 3]`` uint8 renders; ``frame_indices [N]``.
+    """
+    idx = np.asarray(frame_indices, dtype=np.int64)
+    if idx.size == 0:
+        raise InputError("no frames to evaluate")
+    poses = np.asarray(data.poses)[idx]
+    motion = np.asarray(data.motion)[idx]
+    psnrs, ssims, frames = [], [], []
+    for i, frame in zip(idx, model.render_frames(poses, motion, data.background, device)):
+        gt = np.asarray(data.images[i])
+        psnrs.append(psnr(gt, frame))
+        ssims.append(ssim(gt, frame))
+        frames.append(frame)
+    return {
+        "psnr": float(np.mean(psnrs)),
+        "ssim": float(np.mean(ssims)),
+        "psnr_per_frame": np.asarray(psnrs),
+        "ssim_per_frame": np.asarray(ssims),
+        "frames": np.stack(frames),
+        "frame_indices": idx,
+    }

@@ -1,0 +1,171 @@
+"""End-to-end: the four commands on ../shared/data through the real CLI, and bad input.
+
+One session-scoped run of preprocess -> fit-identity (tiny preset) -> train-ldm -> speak
+feeds several tests. Errors are checked in subprocesses, as a user sees them: exit code 2,
+one line on stderr naming the file, no traceback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from .conftest import DATA, MODELS, need_shared
+
+pytestmark = pytest.mark.slow
+
+
+def run_cli(*args: str, home: Path, timeout: int = 900) -> subprocess.CompletedProcess:
+    env = dict(os.environ, EMOGENE_MODEL_DIR=str(MODELS), HF_HUB_OFFLINE="1", GLOG_minloglevel="2", COLUMNS="200")
+    env.pop("EMOGENE_HOME", None)
+    return subprocess.run(
+        [sys.executable, "-m", "emogene_cli", "--home", str(home), *args],
+        capture_output=True, text=True, env=env, timeout=timeout,
+    )
+
+
+def assert_clean_error(proc: subprocess.CompletedProcess, *phrases: str) -> str:
+    """Exit code 2, an ``error:`` line containing every phrase, and no traceback."""
+    assert proc.returncode == 2, (proc.returncode, proc.stdout[-2000:], proc.stderr[-2000:])
+    assert "Traceback" not in proc.stderr + proc.stdout
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1, proc.stderr
+    for phrase in phrases:
+        assert phrase in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture(scope="session")
+def chain(tmp_path_factory):
+    """Run all four commands once into a fresh store; return (home, outputs)."""
+    need_shared()
+    home = tmp_path_factory.mktemp("store")
+    out = tmp_path_factory.mktemp("out")
+    results = {}
+    results["preprocess"] = run_cli("preprocess", str(DATA / "video" / "may_5s.mp4"), "--name", "may", "--size", "128", "--audio-features", "mel", home=home)
+    results["fit"] = run_cli("fit-identity", "may", "--preset", "tiny", "--device", "cpu", home=home)
+    results["ldm"] = run_cli("train-ldm", str(DATA / "mead"), "--epochs", "150", "--device", "cpu", home=home)
+    results["speak"] = run_cli(
+        "speak", str(DATA / "speech" / "radio31_8s.wav"), "--emotion", "happy", "-o", str(out / "happy.mp4"), "--preview", home=home
+    )
+    results["list"] = run_cli("list", home=home)
+    return home, out, results
+
+
+def test_chain_commands_succeed(chain):
+    home, out, results = chain
+    for name, proc in results.items():
+        assert proc.returncode == 0, (name, proc.stdout[-3000:], proc.stderr[-3000:])
+    assert "held-out PSNR" in results["fit"].stdout
+    assert "happy" in results["ldm"].stdout and "surprised" in results["ldm"].stdout
+    assert "may" in results["list"].stdout and "ldm" in results["list"].stdout
+    for rel in ("identities/may/dataset.safetensors", "identities/may/renderer.safetensors", "identities/may/a2m.safetensors", "models/ldm.safetensors"):
+        assert (home / rel).is_file(), rel
+
+
+def test_speak_output_is_playable_with_audio_of_the_right_length(chain):
+    from emogene_cli import media
+
+    _, out, results = chain
+    assert results["speak"].returncode == 0, results["speak"].stderr[-3000:]
+    info = media.probe(out / "happy.mp4")
+    assert info.has_video and info.has_audio and info.fps == pytest.approx(25, abs=0.01)
+    frames = list(media.read_frames(out / "happy.mp4"))
+    assert abs(len(frames) - 8.0 * 25) <= 1  # as long as the audio, within one frame
+    assert frames[0].shape == (64, 64, 3) and frames[len(frames) // 2].std() > 5  # not a blank frame
+    prev = media.probe(out / "happy_preview.mp4")
+    assert prev.width == 2 * prev.height
+
+
+def test_emotion_reaches_the_face(chain):
+    """On the LDM trained from ../shared/data/mead: happy raises the mouth corners, surprised the brows."""
+    from emogene_cli.emotions import EMOTIONS
+    from emogene_cli.models.ldm import LandmarkDeformationModel, LDMConfig
+    from emogene_cli.store import Store, load_artifact, load_model
+
+    home, _, results = chain
+    assert results["ldm"].returncode == 0, results["ldm"].stderr[-3000:]
+    ldm, _ = load_model(Store(home).ldm_path, LandmarkDeformationModel, LDMConfig, what="ldm")
+    # neutral motion of a real person (the fitted identity), as speak feeds it
+    neutral = torch.from_numpy(load_artifact(Store(home).dataset_path("may")).tensors["motion"][::5].copy())
+    happy = ldm.deform(neutral, EMOTIONS.index("happy")).numpy()
+    surprised = ldm.deform(neutral, EMOTIONS.index("surprised")).numpy()
+    base = neutral.numpy()
+    # image y points down: "raised" means a smaller y
+    corner_rise = (base[:, [48, 54], 1] - happy[:, [48, 54], 1]).mean()
+    brow_rise = (base[:, 17:27, 1] - surprised[:, 17:27, 1]).mean()
+    assert corner_rise > 0.01, corner_rise  # inter-ocular units: > 1% of the eye distance
+    assert brow_rise > 0.01, brow_rise
+    # and the neutral emotion leaves the face alone
+    np.testing.assert_array_equal(ldm.deform(neutral, EMOTIONS.index("neutral")).numpy(), base)
+
+
+# ---- bad input ------------------------------------------------------------------------
+
+
+def test_missing_and_unreadable_video(tmp_path):
+    need_shared()
+    assert_clean_error(run_cli("preprocess", str(tmp_path / "nope.mp4"), home=tmp_path / "h"), "nope.mp4", "file not found")
+    bad = tmp_path / "text.mp4"
+    bad.write_text("this is not a video")
+    assert_clean_error(run_cli("preprocess", str(bad), home=tmp_path / "h"), "text.mp4", "unreadable")
+
+
+def test_video_without_audio_and_invalid_name(tmp_path):
+    need_shared()
+    from emogene_cli.media import ffmpeg_exe
+
+    silent = tmp_path / "silent.mp4"
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(DATA / "video" / "may_5s.mp4"), "-t", "3", "-an", "-c:v", "libx264", str(silent)], check=True)
+    assert_clean_error(run_cli("preprocess", str(silent), home=tmp_path / "h"), "silent.mp4", "no audio track", "speech")
+    assert_clean_error(run_cli("preprocess", str(DATA / "video" / "may_5s.mp4"), "--name", "bad name!", home=tmp_path / "h"), "invalid identity name")
+
+
+def test_failed_preprocess_keeps_the_earlier_identity(chain, tmp_path):
+    """A run that fails (no face) under an existing name leaves the existing dataset intact."""
+    from emogene_cli.media import ffmpeg_exe
+
+    home, _, _ = chain
+    dataset = home / "identities" / "may" / "dataset.safetensors"
+    before = hashlib.sha256(dataset.read_bytes()).hexdigest()
+    noface = tmp_path / "noface.mp4"
+    subprocess.run(
+        [ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "color=c=gray:s=128x128:d=3", "-f", "lavfi", "-i", "sine=d=3",
+         "-shortest", "-c:v", "libx264", "-c:a", "aac", str(noface)], check=True,
+    )
+    assert_clean_error(run_cli("preprocess", str(noface), "--name", "may", home=home), "noface.mp4", "no face")
+    assert hashlib.sha256(dataset.read_bytes()).hexdigest() == before
+
+
+def test_speak_errors(chain, tmp_path):
+    home, _, _ = chain
+    wav = str(DATA / "speech" / "arctic_a0007_4s.wav")
+    line = assert_clean_error(run_cli("speak", wav, "--emotion", "joyful", home=home), "unknown emotion 'joyful'")
+    assert "surprised" in line and "contempt" in line
+    assert_clean_error(run_cli("speak", str(tmp_path / "none.wav"), "--emotion", "happy", home=home), "none.wav", "not found")
+    assert_clean_error(run_cli("speak", wav, "--emotion", "sad", "--identity", "ghost", home=home), "ghost", "not preprocessed")
+    assert_clean_error(run_cli("speak", wav, "--emotion", "sad", home=tmp_path / "empty"), "no fitted identity")
+
+
+def test_fit_errors(tmp_path):
+    need_shared()
+    assert_clean_error(run_cli("fit-identity", "ghost", "--preset", "tiny", home=tmp_path / "h"), "ghost", "not preprocessed")
+    assert_clean_error(run_cli("fit-identity", "../etc", home=tmp_path / "h"), "invalid identity name")
+
+
+def test_mead_without_neutral_clip(tmp_path):
+    need_shared()
+    root = tmp_path / "mead"
+    clip = root / "M030" / "video" / "front" / "happy" / "level_3"
+    clip.mkdir(parents=True)
+    shutil.copy(DATA / "mead" / "M030" / "video" / "front" / "happy" / "level_3" / "001.mp4", clip / "001.mp4")
+    assert_clean_error(run_cli("train-ldm", str(root), home=tmp_path / "h"), "M030", "no neutral clip")
+    assert_clean_error(run_cli("train-ldm", str(tmp_path / "nothing"), home=tmp_path / "h"), "nothing", "not found")

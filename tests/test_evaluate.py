@@ -1,0 +1,156 @@
+"""``evaluate_identity`` / ``emogene evaluate`` end to end on a tiny fitted may_5s identity.
+
+One session fixture preprocesses may_5s at 128 pixels (log-mel features), fits the tiny
+preset and saves an untrained landmark deformation model (the emotion measurement needs one,
+not a good one), all into a temporary store.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from .conftest import DATA, MODELS, need_shared
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="session")
+def fitted_may(tmp_path_factory):
+    """A store holding the tiny-fitted identity ``may`` and an (untrained) LDM."""
+    need_shared()
+    import torch
+
+    from emogene_cli.fit import fit_identity
+    from emogene_cli.models.ldm import LandmarkDeformationModel, LDMConfig
+    from emogene_cli.preprocess import preprocess_video
+    from emogene_cli.store import Store, save_model
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EMOGENE_MODEL_DIR", str(MODELS))
+        store = Store(tmp_path_factory.mktemp("evalstore"))
+        preprocess_video(DATA / "video" / "may_5s.mp4", store=store, name="may", size=128, audio_features="mel")
+        fit_identity("may", store=store, preset="tiny", device="cpu")
+        torch.manual_seed(0)
+        ldm = LandmarkDeformationModel(LDMConfig())
+        save_model(store.ldm_path, ldm, ldm.config, producer="test")
+    return store
+
+
+@pytest.fixture(scope="module")
+def evaluated(fitted_may, tmp_path_factory):
+    """One evaluation (two emotions, 1 s each) shared by the tests that read its outputs."""
+    from emogene_cli.evaluate import evaluate_identity
+
+    out = tmp_path_factory.mktemp("evalout")
+    calls = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EMOGENE_MODEL_DIR", str(MODELS))
+        result = evaluate_identity(
+            "may", store=fitted_may, emotions=["happy", "sad"], seconds_per_emotion=1.0,
+            json_path=out / "eval.json", report_path=out / "eval.html", progress=lambda *a: calls.append(a),
+        )
+    return result, calls
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def test_evaluate_writes_every_figure(evaluated):
+    result, calls = evaluated
+    data = json.loads(result.json_path.read_text())  # strict JSON: no NaN / Infinity tokens
+    assert data["identity"] == "may" and data["preset"] == "tiny" and data["resolution"] == 64
+    assert data["heldout_frames"] == 13 and data["frames"] == 125
+    for key in ("python", "torch", "numpy", "mediapipe", "emogene"):
+        assert data["versions"][key]
+    assert data["device"]["device"] == "cpu"
+
+    rec = data["reconstruction"]
+    assert 10 < rec["psnr"] < 60 and 10 < rec["psnr_face"] < 60
+    assert 0 < rec["ssim"] <= 1 and 0 < rec["ssim_face"] <= 1
+    assert rec["lpips"] is None or rec["lpips"] >= 0
+    assert rec["lpips_note"]
+    assert rec["face_found_real"] == 1.0 and rec["face_found_rendered"] > 0.5
+    assert 0 <= rec["m_lmd"] < 10 and 0 <= rec["f_lmd"] < 10  # pixels at 64x64
+
+    aud = data["audio_driven"]
+    assert aud["frames"] == 13
+    assert 0 <= aud["m_lmd"] < 10 and 0 <= aud["f_lmd"] < 10
+    assert -1 <= aud["lipsync_corr"] <= 1 and abs(aud["lipsync_lag"]) <= 5
+
+    emo = data["emotion"]
+    assert set(emo["per_emotion"]) == {"neutral", "happy", "sad"}
+    assert emo["seconds_per_emotion"] == pytest.approx(1.0)
+    for emotion in ("happy", "sad"):
+        info = emo["per_emotion"][emotion]
+        assert _finite(info["score"]) and -1 <= info["score"] <= 1
+        assert all(_finite(v) for v in info["deltas"].values())
+    assert set(emo["per_emotion"]["happy"]["deltas"]) >= {"mouthSmileLeft", "mouthSmileRight"}
+
+    idle = data["idle"]
+    assert idle["silent_frames"] >= 50  # 3 s of padded silence at 25 fps, minus voice-activity edges
+    for key in ("velocity_mean", "velocity_std", "acceleration_mean", "acceleration_std"):
+        assert _finite(idle[key]) and 0 <= idle[key] < 1
+    assert {"load", "reconstruction", "audio_driven", "emotion", "idle", "report"} <= set(data["seconds"])
+    assert {c[0] for c in calls} >= {"reconstruction", "audio-driven", "emotions"}
+
+
+def test_evaluate_report_is_self_contained_html(evaluated):
+    result, _ = evaluated
+    text = result.report_path.read_text()
+    assert text.startswith("<!doctype html>")
+    assert text.count("src='data:image/png;base64,") >= 6  # 3 grids/strips + at least 3 plots
+    assert "http" not in text  # nothing fetched from elsewhere
+
+
+def test_frame_grid_layout():
+    from emogene_cli.evaluate import PANEL, frame_grid
+
+    frames = np.zeros((13, 64, 64, 3), np.uint8)
+    lm = np.full((13, 68, 3), 32.0)
+    grid = frame_grid(frames, frames, lm, lm, rows=4)
+    assert grid.shape == (4 * PANEL, 3 * PANEL, 3) and grid.dtype == np.uint8
+    assert grid[:, 2 * PANEL:].max() > 0  # the landmark panel has dots
+
+
+def test_evaluate_command_and_its_errors(fitted_may, tmp_path, capsys, monkeypatch):
+    from emogene_cli.cli import main
+
+    monkeypatch.setenv("EMOGENE_MODEL_DIR", str(MODELS))
+    monkeypatch.setenv("COLUMNS", "200")
+    home = str(fitted_may.home)
+    code = main(["--home", home, "evaluate", "may", "--emotions", "happy", "--seconds-per-emotion", "0.5",
+                 "--json", str(tmp_path / "e.json"), "--report", str(tmp_path / "e.html"), "--device", "cpu"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert "m_lmd" in out.out and "19.7" in out.out and str(tmp_path / "e.json") in out.out
+    assert (tmp_path / "e.json").is_file() and (tmp_path / "e.html").is_file()
+
+    assert main(["--home", home, "evaluate", "nobody"]) == 2
+    assert "not preprocessed" in capsys.readouterr().err
+    assert main(["--home", home, "evaluate", "may", "--emotions", "grumpy"]) == 2
+    assert "unknown emotion" in capsys.readouterr().err
+
+
+def test_emotion_measurement_sees_a_real_smile(model_env, tmp_path):
+    """The blendshape measurement on real MEAD video: happy smiles more than neutral, even at 64 px."""
+    import cv2
+
+    from emogene_cli import media, metrics
+    from emogene_cli.evaluate import redetect
+    from emogene_cli.face import BLENDSHAPE_NAMES
+    from emogene_cli.store import Store
+
+    means = {}
+    for emotion in ("neutral", "happy"):
+        clip = sorted((DATA / "mead" / "M030" / "video" / "front" / emotion).glob("level_*/001.mp4"))[-1]
+        frames = np.stack([cv2.resize(f, (64, 64), interpolation=cv2.INTER_AREA) for f in media.read_frames(clip)][::3])
+        track = redetect(frames, Store(tmp_path / "store"))
+        means[emotion] = track.blendshapes[track.found].mean(0)
+    out = metrics.blendshape_deltas(means["happy"], means["neutral"], BLENDSHAPE_NAMES, "happy")
+    assert out["score"] > 0.1
+    assert out["deltas"]["mouthSmileLeft"] > 0.2 and out["deltas"]["mouthSmileRight"] > 0.2

@@ -1,0 +1,270 @@
+"""Tests of the talking-head renderer and its training (fast, CPU)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from emogene_cli import geometry
+from emogene_cli.errors import MismatchError
+from emogene_cli.fit_renderer import evaluate_renderer, heldout_frames, split_frames, train_renderer
+from emogene_cli.models.renderer import (
+    RendererConfig,
+    TalkingHeadRenderer,
+    composite,
+    generate_rays,
+    head_box,
+    intersect_aabb,
+    sample_stratified,
+    volume_render,
+)
+from emogene_cli.store import save_artifact
+
+
+def _pose(scale: float = 1.0, rotvec=(0.0, 0.0, 0.0), t=(0.0, 0.0, 0.0)) -> torch.Tensor:
+    vec = np.array([*rotvec, *t, math.log(scale)])
+    return torch.as_tensor(geometry.vector_to_pose(vec), dtype=torch.float32)[None]
+
+
+UNIT_LO = torch.tensor([-1.0, -1.0, -1.0])
+UNIT_HI = torch.tensor([1.0, 1.0, 1.0])
+
+
+# ---- rays and box ----------------------------------------------------------------------
+
+
+def test_ray_through_box_centre_identity_pose():
+    o, d = generate_rays(torch.tensor([[0.0, 0.0]]), _pose())
+    near, far, hit = intersect_aabb(o, d, UNIT_LO, UNIT_HI)
+    assert hit.item()
+    assert near.item() == pytest.approx(-1.0)
+    assert far.item() == pytest.approx(1.0)
+
+
+def test_scale_two_halves_the_head_frame_extent():
+    pose = _pose(scale=2.0, t=(10.0, 20.0, 5.0))
+    pixels = torch.tensor([[10.0, 20.0], [11.5, 20.0], [12.5, 20.0], [10.0, 17.6]])
+    o, d = generate_rays(pixels, pose)
+    near, far, hit = intersect_aabb(o, d, UNIT_LO, UNIT_HI)
+    assert hit.tolist() == [True, True, False, False]
+    # the unit box appears with half-size 2 in pixels: depth from 5 - 2 to 5 + 2
+    assert near[0].item() == pytest.approx(3.0)
+    assert far[0].item() == pytest.approx(7.0)
+    assert d.norm(dim=-1)[0].item() == pytest.approx(0.5)
+
+
+def test_rotated_pose_maps_ray_points_back_to_pixels():
+    pose = _pose(scale=1.5, rotvec=(0.2, -0.4, 0.3), t=(30.0, 40.0, 0.0))
+    pixels = torch.tensor([[30.5, 40.5], [31.0, 39.0]])
+    o, d = generate_rays(pixels, pose)
+    near, far, hit = intersect_aabb(o, d, UNIT_LO, UNIT_HI)
+    assert hit.all()
+    for tau in (near, far):
+        q = o + tau[:, None] * d  # head-frame entry/exit points
+        assert (q.abs().amax(-1) - 1.0).abs().max() < 1e-4  # on the box surface
+        p = q @ pose[0, :3, :3].T + pose[0, :3, 3]  # back to camera pixels
+        assert torch.allclose(p[:, :2], pixels, atol=1e-4)
+        assert torch.allclose(p[:, 2], tau, atol=1e-4)
+
+
+def test_head_box_contains_mean_shape_with_margins():
+    rng = np.random.default_rng(0)
+    ms = rng.normal(size=(478, 3)) * [50, 60, 30]
+    cfg = RendererConfig.preset("tiny")
+    lo, hi = head_box(ms, cfg)
+    ext = ms.max(0) - ms.min(0)
+    assert np.all(lo < ms.min(0)) and np.all(hi > ms.max(0))
+    assert lo[1] == pytest.approx(ms.min(0)[1] - cfg.box_top * ext[1], rel=1e-5)  # hair room above
+
+
+def test_stratified_samples_stay_in_their_bins():
+    near, far = torch.tensor([-1.0, 2.0]), torch.tensor([1.0, 6.0])
+    t, deltas = sample_stratified(near, far, 8, perturb=True, generator=torch.Generator().manual_seed(0))
+    assert t.shape == (2, 8)
+    assert torch.all(t >= near[:, None]) and torch.all(t <= far[:, None])
+    assert torch.all(t[:, 1:] > t[:, :-1])
+    assert torch.allclose(deltas.sum(1), far - near)
+
+
+# ---- volume rendering and compositing ---------------------------------------------------
+
+
+def test_volume_render_weights_sum_to_alpha():
+    g = torch.Generator().manual_seed(0)
+    sigma = torch.rand(64, 16, generator=g) * 3
+    rgb = torch.rand(64, 16, 3, generator=g)
+    deltas = torch.full((64, 16), 0.1)
+    out = volume_render(sigma, rgb, deltas)
+    assert torch.allclose(out["weights"].sum(1), out["alpha"], atol=1e-6)
+    assert torch.allclose(out["alpha"], 1 - torch.exp(-(sigma * deltas).sum(1)), atol=1e-5)
+    assert torch.all(out["alpha"] <= 1.0) and torch.all(out["alpha"] >= 0.0)
+    assert torch.all(out["rgb"] <= out["alpha"][:, None] + 1e-6)  # premultiplied
+
+
+def test_dense_field_is_opaque_and_shows_its_first_sample():
+    rgb = torch.rand(4, 8, 3)
+    out = volume_render(torch.full((4, 8), 1e4), rgb, torch.full((4, 8), 0.1))
+    assert torch.allclose(out["alpha"], torch.ones(4))
+    assert torch.allclose(out["rgb"], rgb[:, 0], atol=1e-5)
+    empty = volume_render(torch.zeros(4, 8), rgb, torch.full((4, 8), 0.1))
+    assert torch.all(empty["alpha"] == 0)
+
+
+def test_composite():
+    head, torso, bg = torch.tensor([1.0, 0, 0]), torch.tensor([0, 1.0, 0]), torch.tensor([0, 0, 1.0])
+    one, zero, half = torch.tensor(1.0), torch.tensor(0.0), torch.tensor(0.5)
+    assert torch.allclose(composite(head, one, torso, one, bg), head)
+    assert torch.allclose(composite(head, zero, torso, one, bg), torso)
+    assert torch.allclose(composite(head, zero, torso, zero, bg), bg)
+    assert torch.allclose(composite(head, half, torso, half, bg), torch.tensor([0.5, 0.25, 0.25]))
+
+
+# ---- the model ---------------------------------------------------------------------------
+
+
+def _tiny_model(seed: int = 0, size: int = 32) -> tuple[TalkingHeadRenderer, np.ndarray]:
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    ms = rng.normal(size=(478, 3)) * 3.0
+    cfg = dataclasses.replace(RendererConfig.preset("tiny"), resolution=size)
+    model = TalkingHeadRenderer(cfg, ms, np.zeros(204), np.ones(204), np.zeros(7), np.ones(7))
+    return model.eval(), ms
+
+
+def test_render_image_matches_render_rays():
+    model, _ = _tiny_model()
+    pose = _pose(t=(16.0, 16.0, 0.0))[0]
+    motion = torch.randn(68, 3) * 0.1
+    bg = torch.rand(32, 32, 3)
+    img = model.render_image(pose, motion, bg, chunk=100)
+    ys, xs = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
+    pixels = torch.stack([xs, ys], -1).reshape(-1, 2).float() + 0.5
+    with torch.no_grad():
+        rays = model.render_rays(pixels, pose[None], motion[None], model.pose_vectors(pose[None]), bg.reshape(-1, 3))
+    assert torch.allclose(img["rgb"].reshape(-1, 3), rays["rgb"].clamp(0, 1), atol=1e-5)
+    assert torch.allclose(img["head_alpha"].reshape(-1), rays["head_alpha"], atol=1e-5)
+    assert img["head_alpha"].max() > 0 and img["head_alpha"][0, 0] == 0  # the corner misses the head box
+
+
+def test_save_load_round_trip(tmp_path):
+    model, _ = _tiny_model(seed=1)
+    codes = model.motion_code(torch.randn(4, 68, 3) * 0.1)
+    model.update_occupancy(codes.detach(), generator=torch.Generator().manual_seed(0))
+    path = model.save(tmp_path / "renderer.safetensors", producer="test", params={"a": 1})
+    loaded = TalkingHeadRenderer.load(path, "cpu")
+    assert loaded.config == model.config
+    poses = np.stack([geometry.vector_to_pose(np.array([0, 0.1 * i, 0, 16, 16, 0, 0])) for i in range(2)])
+    motion = np.random.default_rng(0).normal(size=(2, 68, 3)).astype(np.float32) * 0.1
+    bg = np.full((32, 32, 3), 128, np.uint8)
+    a = list(model.render_frames(poses, motion, bg, "cpu"))
+    b = list(loaded.render_frames(poses, motion, bg, "cpu"))
+    assert a[0].dtype == np.uint8 and a[0].shape == (32, 32, 3)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def test_load_rejects_files_without_a_config(tmp_path):
+    path = save_artifact(tmp_path / "x.safetensors", {"w": np.zeros(3, np.float32)}, producer="test")
+    with pytest.raises(MismatchError):
+        TalkingHeadRenderer.load(path)
+
+
+def test_presets_round_trip_through_json():
+    for name in ("tiny", "quick", "full"):
+        cfg = RendererConfig.preset(name)
+        assert RendererConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    with pytest.raises(ValueError):
+        RendererConfig.preset("huge")
+
+
+# ---- training on a synthetic clip ------------------------------------------------------------
+
+
+def _disc_clip(n_frames: int = 40, size: int = 32) -> SimpleNamespace:
+    """A red disc (the "head") whose radius follows a 1-D motion value, over a blue torso
+    block and a static gradient background; the head sways sideways with the pose."""
+    rng = np.random.default_rng(0)
+    theta = rng.uniform(0, 2 * np.pi, 478)
+    ms = np.stack([7 * np.cos(theta), 7 * np.sin(theta), rng.uniform(-3, 3, 478)], -1)
+    yy, xx = np.mgrid[0:size, 0:size] + 0.5
+    bg = np.stack([xx * 4, yy * 4, np.full_like(xx, 60)], -1).clip(0, 255).astype(np.uint8)
+    m = np.sin(np.arange(n_frames) * 0.7).astype(np.float32)
+    images = np.repeat(bg[None], n_frames, 0).copy()
+    labels = np.zeros((n_frames, size, size), np.uint8)
+    poses = np.zeros((n_frames, 4, 4))
+    for i in range(n_frames):
+        cx, cy = 16 + 2 * np.sin(i * 0.3), 13.0
+        poses[i] = geometry.compose_pose(1.0, np.eye(3), np.array([cx, cy, 0.0]))
+        torso = (yy > 22) & (np.abs(xx - cx) < 10)
+        disc = (xx - cx) ** 2 + (yy - cy) ** 2 < (5 + 2 * m[i]) ** 2
+        images[i][torso] = (30, 60, 200)
+        labels[i][torso] = 1
+        images[i][disc] = (220, 40, 40)
+        labels[i][disc] = 2
+    motion = np.zeros((n_frames, 68, 3), np.float32)
+    motion[:, 62:, 1] = m[:, None] * 0.1  # "inner lips" move with the radius
+    motion += rng.normal(size=motion.shape).astype(np.float32) * 1e-3
+    return SimpleNamespace(images=images, labels=labels, background=bg, poses=poses, motion=motion, mean_shape=ms)
+
+
+def _cfg(**kw) -> RendererConfig:
+    base = dataclasses.replace(RendererConfig.preset("tiny"), resolution=32, rays_per_batch=512, occupancy_warmup=60,
+                               progress_every=10)
+    return dataclasses.replace(base, **kw)
+
+
+def test_split_frames_holds_out_the_last_tenth():
+    train, held = split_frames(40)
+    assert train.tolist() == list(range(36)) and held.tolist() == [36, 37, 38, 39]
+    assert heldout_frames(40).tolist() == held.tolist()
+
+
+def test_training_learns_the_synthetic_clip(tmp_path):
+    data = _disc_clip()
+    losses = []
+    model, stats = train_renderer(data, _cfg(steps=250), checkpoint=tmp_path / "ckpt.safetensors",
+                                  progress=lambda s, n, m: losses.append(m["loss"]))
+    assert stats["n_train"] == 36 and stats["n_heldout"] == 4
+    assert losses[-1] < 0.3 * losses[0]
+    held = heldout_frames(len(data.images))
+    report = evaluate_renderer(model, data, held, "cpu")
+    assert report["frames"].shape == (4, 32, 32, 3) and report["frames"].dtype == np.uint8
+    mean_image = data.images[:36].astype(np.float64).mean(0)
+    base = np.mean([10 * np.log10(255**2 / np.mean((data.images[i] - mean_image) ** 2)) for i in held])
+    assert np.isfinite(report["psnr"]) and report["psnr"] > base + 3
+    assert 0 < report["ssim"] <= 1
+
+
+def test_resume_continues_from_the_checkpoint_and_never_reads_heldout_frames(tmp_path):
+    data = _disc_clip()
+    cfg = _cfg(steps=30, checkpoint_every=20, occupancy_warmup=16, occupancy_every=8)
+    straight, _ = train_renderer(data, cfg, checkpoint=tmp_path / "a.safetensors")
+
+    scrambled = _disc_clip()
+    scrambled.images[36:] = 0
+    scrambled.labels[36:] = 2
+    scrambled.motion[36:] = 5.0
+    scrambled.poses[36:, :3, 3] += 7.0
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_20(step, total, metrics):
+        if step == 20:
+            raise Stop
+
+    ckpt = tmp_path / "b.safetensors"
+    with pytest.raises(Stop):
+        train_renderer(scrambled, cfg, checkpoint=ckpt, progress=stop_at_20)
+    assert json.loads(ckpt.with_suffix(".json").read_text())["step"] == 20
+    resumed, stats = train_renderer(scrambled, cfg, checkpoint=ckpt, resume=True)
+    assert stats["start_step"] == 20
+    for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
+        assert torch.allclose(a.float(), b.float(), atol=1e-5), name
+    with pytest.raises(MismatchError):
+        train_renderer(scrambled, dataclasses.replace(cfg, hidden=16), checkpoint=ckpt, resume=True)
