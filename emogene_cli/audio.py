@@ -231,7 +231,7 @@ def compute_audio_features(
         except NotFoundError as exc:
             if kind != "auto":
                 raise
-            return AudioFeatures(mel_features(audio, T), f0, "mel", note=f"HuBERT unavailable ({exc.message}); using log-mel + f0")
+            return AudioFeatures(mel_features(audio, T), f0, "mel", note="HuBERT unavailable (no weights found; see --hubert); using log-mel + f0")
         if kind.startswith("hubert:") and enc.kind != kind:
             raise MismatchError(f"the model expects audio features {kind!r} but HuBERT resolved to {enc.kind!r}", path=hubert or DEFAULT_HUBERT)
         return AudioFeatures(enc(audio, T), f0, enc.kind, note=f"HuBERT from {enc.name}")

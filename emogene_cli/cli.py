@@ -14,8 +14,15 @@ from typing import Annotated, Optional
 import click
 import typer
 
-from . import __version__
-from .errors import EmogeneError
+# Before torch or mediapipe load: idle OpenMP threads sleep instead of spinning (on a busy
+# laptop the spinning threads of two processes slow PyTorch down several times), and
+# mediapipe's native logging stays quiet.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("GLOG_minloglevel", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from . import __version__  # noqa: E402
+from .errors import EmogeneError  # noqa: E402
 
 app = typer.Typer(
     name="emogene",
@@ -58,8 +65,6 @@ _register()
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turning EmogeneError into one line and exit code 2."""
-    os.environ.setdefault("GLOG_minloglevel", "2")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         result = app(args=argv, standalone_mode=False, prog_name="emogene")
         return int(result) if isinstance(result, int) else 0

@@ -17,10 +17,12 @@ their own ``__del__`` fails when run at interpreter exit.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -96,10 +98,33 @@ def _mp_image(rgb: np.ndarray):
     return mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb))
 
 
+@contextlib.contextmanager
+def native_stderr_silenced() -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null for the block (``EMOGENE_DEBUG=1`` keeps it).
+
+    MediaPipe's C++ graph writes absl/glog lines straight to fd 2 when a task is built and
+    first run; Python-level errors are still raised and reported normally.
+    """
+    if os.environ.get("EMOGENE_DEBUG"):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def _create_task(factory: Callable, options, model_path: Path):
     """Create a MediaPipe task; a model file MediaPipe cannot load becomes an InputError."""
     try:
-        return factory(options)
+        with native_stderr_silenced():
+            return factory(options)
     except (ValueError, RuntimeError) as exc:
         raise InputError(f"cannot load MediaPipe model ({exc})", path=model_path) from exc
 
@@ -147,7 +172,12 @@ class FaceTracker:
         if self._task is None:
             raise RuntimeError("FaceTracker is closed")
         h, w = rgb.shape[:2]
-        result = self._task.detect_for_video(_mp_image(rgb), int(timestamp_ms))
+        if not getattr(self, "_ran", False):  # the first run initialises the graph, noisily
+            with native_stderr_silenced():
+                result = self._task.detect_for_video(_mp_image(rgb), int(timestamp_ms))
+            self._ran = True
+        else:
+            result = self._task.detect_for_video(_mp_image(rgb), int(timestamp_ms))
         if not result.face_landmarks:
             return None
         lms = np.array([(p.x, p.y, p.z) for p in result.face_landmarks[0]], dtype=np.float32)

@@ -40,8 +40,9 @@ class RendererData(Protocol):
     """What training needs, all at ``config.resolution`` (numpy arrays).
 
     ``images [T, H, W, 3]`` uint8 RGB, ``labels [T, H, W]`` uint8 (0 background, 1 torso,
-    2 head), ``background [H, W, 3]`` uint8, ``poses [T, 4, 4]`` camera-from-head,
-    ``motion [T, 68, 3]`` float32 (inter-ocular units), ``mean_shape [478, 3]`` (pixels).
+    2 head), ``background [H, W, 3]`` uint8, ``poses [T, 4, 4]`` camera-from-head (to
+    pixels at ``H``), ``motion [T, 68, 3]`` float32 (inter-ocular units), ``mean_shape
+    [478, 3]`` (head frame, the scale the poses expect).
     """
 
     images: np.ndarray
@@ -83,16 +84,35 @@ def _check_data(data: RendererData, config: RendererConfig) -> int:
     return t
 
 
-def _focus_masks(labels: np.ndarray, band_px: int) -> torch.Tensor:
-    """Person pixels plus a band around the head: ``[T, H*W]`` bool (CPU)."""
-    out = []
+# ray classes for the opacity losses: the parsing labels plus "head over torso"
+BACKGROUND, TORSO, HEAD, HEAD_OVER_TORSO = 0, 1, 2, 3
+
+
+def _ray_classes(labels: np.ndarray, band_px: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where to draw rays and what the opacities should be, per training pixel.
+
+    Args:
+        labels: ``[T, H, W]`` uint8 parsing labels (0 background, 1 torso, 2 head).
+        band_px: width of the bands, pixels.
+
+    Returns:
+        ``focus [T, H*W]`` bool: person pixels plus a band around the head (rays are drawn
+        mostly there); ``classes [T, H*W]`` uint8: the labels, with head pixels within the
+        band of the torso marked :data:`HEAD_OVER_TORSO`: there the torso is supervised as
+        opaque too, so that it continues under the neck and no gap opens between the two.
+    """
+    focus, classes = [], []
     k = 2 * band_px + 1
     for i in range(0, len(labels), 64):
         lab = torch.from_numpy(np.ascontiguousarray(labels[i:i + 64]))
-        head = (lab == 2).float()[:, None]
-        band = F.max_pool2d(head, k, stride=1, padding=band_px)[:, 0] > 0 if band_px > 0 else head[:, 0] > 0
-        out.append(((lab > 0) | band).reshape(len(lab), -1))
-    return torch.cat(out)
+        head, torso = (lab == HEAD), (lab == TORSO)
+        near_head = F.max_pool2d(head.float()[:, None], k, stride=1, padding=band_px)[:, 0] > 0
+        near_torso = F.max_pool2d(torso.float()[:, None], k, stride=1, padding=band_px)[:, 0] > 0
+        cls = lab.clone()
+        cls[head & near_torso] = HEAD_OVER_TORSO
+        focus.append(((lab > 0) | near_head).reshape(len(lab), -1))
+        classes.append(cls.reshape(len(lab), -1))
+    return torch.cat(focus), torch.cat(classes)
 
 
 def _param_groups(model: TalkingHeadRenderer, config: RendererConfig) -> list[dict[str, Any]]:
@@ -196,9 +216,12 @@ def train_renderer(
     ``config.person_fraction`` of them from person pixels and a band of
     ``config.head_band`` around the head, the rest uniformly (background pixels teach the
     model to stay transparent). Loss: ``MSE(composite, image)
-    + alpha_weight (MSE(head_alpha, label == 2) + MSE(torso_alpha, label == 1) off the head)
-    + tv_weight TV(head planes)``. Adam; learning rates decay exponentially to
-    ``lr * lr_final_ratio``.
+    + alpha_weight (MSE(head_alpha, head mask) + MSE(torso_alpha, torso mask))
+    + distortion_weight distortion(head weights) + tv_weight TV(head planes)``; the torso
+    mask covers the torso and the head pixels next to it (the neck: the torso continues
+    under the head there), and torso opacity is free under the rest of the head. Adam;
+    learning rates decay exponentially to ``lr * lr_final_ratio``; the occupancy grid is
+    refreshed every ``config.occupancy_every`` steps after ``config.occupancy_warmup``.
 
     Args:
         data: see :class:`RendererData`; arrays at ``config.resolution``. Frames
@@ -248,8 +271,7 @@ def train_renderer(
         start = _load_checkpoint(checkpoint, model, optimizer, generator, info)
 
     images = torch.from_numpy(np.ascontiguousarray(data.images[:n_train])).reshape(n_train, size * size, 3)
-    labels = torch.from_numpy(np.ascontiguousarray(data.labels[:n_train])).reshape(n_train, size * size)
-    focus = _focus_masks(data.labels[:n_train], max(1, round(config.head_band * size)))
+    focus, classes = _ray_classes(data.labels[:n_train], max(1, round(config.head_band * size)))
     background = torch.from_numpy(np.ascontiguousarray(data.background)).reshape(-1, 3)
     poses = torch.as_tensor(poses_np, dtype=torch.float32, device=device)
     pose_vec = torch.as_tensor(pose_vec_np, dtype=torch.float32, device=device)
@@ -273,7 +295,7 @@ def train_renderer(
             frames[:n_focus] = cf.gather(1, first)[:, 0]
             pix[:n_focus] = cp.gather(1, first)[:, 0]
         target = images[frames, pix].to(device, torch.float32) / 255.0
-        lab = labels[frames, pix].to(device)
+        cls = classes[frames, pix].to(device)
         bg = background[pix].to(device, torch.float32) / 255.0
         pixels = torch.stack([pix % size, pix // size], -1).to(device, torch.float32) + 0.5
         fd = frames.to(device)
@@ -283,18 +305,11 @@ def train_renderer(
         for group in optimizer.param_groups:
             group["lr"] = group["base_lr"] * decay
 
-        ray_motion, ray_pose_vec = motion[fd], pose_vec[fd]
-        if config.motion_noise > 0:
-            noise = torch.randn(ray_motion.shape, generator=generator).to(device)
-            ray_motion = ray_motion + config.motion_noise * model.motion_std * noise
-        if config.pose_noise > 0:
-            noise = torch.randn(ray_pose_vec.shape, generator=generator).to(device)
-            ray_pose_vec = ray_pose_vec + config.pose_noise * model.pose_std * noise
-        out = model.render_rays(pixels, poses[fd], ray_motion, ray_pose_vec, bg, perturb=True, generator=generator)
+        out = model.render_rays(pixels, poses[fd], motion[fd], pose_vec[fd], bg, perturb=True, generator=generator)
         mse = (out["rgb"] - target).pow(2).mean()
-        head_t = (lab == 2).float()
-        torso_t = (lab == 1).float()
-        off_head = (lab != 2).float()
+        head_t = ((cls == HEAD) | (cls == HEAD_OVER_TORSO)).float()
+        torso_t = ((cls == TORSO) | (cls == HEAD_OVER_TORSO)).float()
+        off_head = (cls != HEAD).float()  # under the rest of the head the torso is free
         l_head = (out["head_alpha"] - head_t).pow(2).mean()
         l_torso = ((out["torso_alpha"] - torso_t).pow(2) * off_head).sum() / off_head.sum().clamp_min(1.0)
         loss = mse + config.alpha_weight * (l_head + l_torso)

@@ -77,7 +77,7 @@ def train_a2m(
         opt.step()
         sched.step()
         if progress and (step % 10 == 0 or step == training.steps - 1):
-            progress("audio-to-motion", step + 1, training.steps, loss=float(loss), kl=float(out["kl"]))
+            progress("audio-to-motion", step + 1, training.steps, loss=loss.item(), kl=out["kl"].item())
     return model.eval()
 
 

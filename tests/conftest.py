@@ -14,6 +14,7 @@ MODELS = SHARED / "models"
 
 os.environ.setdefault("GLOG_minloglevel", "2")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def need_shared() -> None:

@@ -32,6 +32,16 @@ def _pose(scale: float = 1.0, rotvec=(0.0, 0.0, 0.0), t=(0.0, 0.0, 0.0)) -> torc
     return torch.as_tensor(geometry.vector_to_pose(vec), dtype=torch.float32)[None]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """These models are tiny: one intra-op thread is as fast, and it does not stall when
+    another process keeps the other cores busy (OpenMP threads spin-waiting on each other)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 UNIT_LO = torch.tensor([-1.0, -1.0, -1.0])
 UNIT_HI = torch.tensor([1.0, 1.0, 1.0])
 
@@ -150,6 +160,15 @@ def test_render_image_matches_render_rays():
     assert torch.allclose(img["rgb"].reshape(-1, 3), rays["rgb"].clamp(0, 1), atol=1e-5)
     assert torch.allclose(img["head_alpha"].reshape(-1), rays["head_alpha"], atol=1e-5)
     assert img["head_alpha"].max() > 0 and img["head_alpha"][0, 0] == 0  # the corner misses the head box
+
+
+def test_empty_occupancy_grid_renders_no_head():
+    model, _ = _tiny_model()
+    model.occupied.zero_()
+    out = model.render_image(_pose(t=(16.0, 16.0, 0.0))[0], torch.zeros(68, 3), torch.rand(32, 32, 3))
+    assert torch.all(out["head_alpha"] == 0)
+    with pytest.raises(MismatchError):
+        model.render_image(_pose()[0], torch.zeros(68, 3), torch.rand(16, 16, 3))  # not the fitted resolution
 
 
 def test_save_load_round_trip(tmp_path):

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -82,7 +82,7 @@ class RendererConfig:
     # head box, in units of the mean shape's landmark extent along each axis
     box_x: float = 0.15  # added left and right (ears)
     box_top: float = 0.40  # added above the forehead landmarks (hair)
-    box_bottom: float = 0.12  # added below the chin
+    box_bottom: float = 0.20  # added below the chin (the head label reaches down the neck)
     box_front: float = 0.15  # added in front of the nose tip (towards the camera, -z)
     box_back: float = 0.30  # added behind the deepest landmark (+z)
     # sampler
@@ -114,8 +114,6 @@ class RendererConfig:
     alpha_weight: float = 0.1  # weight of the head/torso opacity losses
     tv_weight: float = 1e-4  # total variation of the head planes
     distortion_weight: float = 1e-3  # Mip-NeRF 360 distortion of the head weights (sharp surfaces)
-    motion_noise: float = 0.0  # training noise on the normalised motion (std), against overfitting
-    pose_noise: float = 0.0  # training noise on the normalised pose vector of the torso (std)
     checkpoint_every: int = 500
     progress_every: int = 10
 
@@ -155,17 +153,20 @@ class RendererConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RendererConfig":
-        """Inverse of :meth:`to_dict`. Fields missing from ``data`` (added since) take their defaults.
+        """Inverse of :meth:`to_dict`, tolerant across versions.
+
+        Fields missing from ``data`` (added since) take their defaults; fields this version
+        does not know (training settings of another version) are ignored. Weights that do not
+        fit the resulting architecture are caught by :meth:`TalkingHeadRenderer.load`.
 
         Raises:
-            MismatchError: unknown fields (a newer emogene made it) or values of the wrong kind.
+            MismatchError: ``data`` is not a mapping or holds values of the wrong kind.
         """
+        if not isinstance(data, dict):
+            raise MismatchError("renderer config is not a JSON object")
         names = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise MismatchError(f"renderer config has fields this emogene does not know: {', '.join(unknown)}")
         try:
-            return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+            return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in names})
         except TypeError as exc:
             raise MismatchError(f"renderer config unreadable ({exc})") from exc
 
@@ -296,14 +297,15 @@ class TriPlaneEncoding(nn.Module):
         feats = []
         for plane in self.planes:
             f = F.grid_sample(plane, grid, mode="bilinear", padding_mode="border", align_corners=True)
-            feats.append(f[:, :, 0].permute(2, 0, 1).reshape(x.shape[0], -1))  # [N, 3C]
+            feats.append(f[:, :, 0].permute(2, 0, 1).reshape(x.shape[0], 3 * plane.shape[1]))  # [N, 3C]
         return torch.cat(feats, -1)
 
     def total_variation(self) -> Tensor:
         """Mean squared difference of neighbouring plane cells (smoothness regulariser)."""
         tv = 0.0
         for plane in self.planes:
-            tv = tv + (plane[..., 1:, :] - plane[..., :-1, :]).pow(2).mean() + (plane[..., 1:] - plane[..., :-1]).pow(2).mean()
+            tv = tv + (plane[..., 1:, :] - plane[..., :-1, :]).pow(2).mean()
+            tv = tv + (plane[..., 1:] - plane[..., :-1]).pow(2).mean()
         return tv
 
 
@@ -327,7 +329,9 @@ class HeadField(nn.Module):
         # first layer split in two (features, gated code): the same as one Linear on their concatenation
         self.input_features = nn.Linear(d, config.hidden)
         self.input_code = nn.Linear(config.code_dim, config.hidden, bias=False)
-        self.trunk = nn.Sequential(nn.ReLU(inplace=True), nn.Linear(config.hidden, config.hidden), nn.ReLU(inplace=True))
+        self.trunk = nn.Sequential(
+            nn.ReLU(inplace=True), nn.Linear(config.hidden, config.hidden), nn.ReLU(inplace=True)
+        )
         self.density = nn.Linear(config.hidden, 1)
         self.color = nn.Sequential(
             nn.Linear(config.hidden, config.hidden // 2), nn.ReLU(inplace=True), nn.Linear(config.hidden // 2, 3)
@@ -445,7 +449,9 @@ def distortion_loss(weights: Tensor) -> Tensor:
     return cross + weights.pow(2).sum(-1) / (3.0 * n)
 
 
-def composite(head_rgb: Tensor, head_alpha: Tensor, torso_rgb: Tensor, torso_alpha: Tensor, background: Tensor) -> Tensor:
+def composite(
+    head_rgb: Tensor, head_alpha: Tensor, torso_rgb: Tensor, torso_alpha: Tensor, background: Tensor
+) -> Tensor:
     """Head over torso over background: ``c_h a_h + (1 - a_h) (c_t a_t + (1 - a_t) bg)``.
 
     Args:
@@ -477,7 +483,8 @@ class TalkingHeadRenderer(nn.Module):
 
     Args:
         config: architecture and training settings.
-        mean_shape: ``[478, 3]`` the identity's mean shape (head frame, pixels at ``config.resolution``).
+        mean_shape: ``[478, 3]`` the identity's mean shape (head frame; any scale: the poses
+            map it to pixels at ``config.resolution``).
         motion_mean, motion_std: ``[204]`` statistics of the training motion ``[T, 68, 3]``
             (flattened), used to normalise the conditioning.
         pose_mean, pose_std: ``[7]`` statistics of the training poses as
@@ -508,7 +515,8 @@ class TalkingHeadRenderer(nn.Module):
         self.register_buffer("motion_mean", _float32(motion_mean).reshape(204))
         self.register_buffer("motion_std", _float32(motion_std).reshape(204).clamp_min(1e-4))
         self.register_buffer("pose_mean", _float32(np.zeros(7) if pose_mean is None else pose_mean).reshape(7))
-        self.register_buffer("pose_std", _float32(np.ones(7) if pose_std is None else pose_std).reshape(7).clamp_min(1e-4))
+        pose_std = _float32(np.ones(7) if pose_std is None else pose_std).reshape(7)
+        self.register_buffer("pose_std", pose_std.clamp_min(1e-4))
         g = config.occupancy_resolution
         self.register_buffer("occupancy", torch.zeros(g, g, g))  # running max of the density per cell
         self.register_buffer("occupied", torch.ones(g, g, g, dtype=torch.bool))
@@ -584,13 +592,17 @@ class TalkingHeadRenderer(nn.Module):
         """
         n_rays, n_s = x.shape[:2]
         keep = self.is_occupied(x).reshape(-1).nonzero()[:, 0]  # flat sample indices [N]
+        if keep.numel() == 0:
+            return x.new_zeros(n_rays, n_s), x.new_zeros(n_rays, n_s, 3)
         code_p = code.expand(keep.shape[0], -1) if code.shape[0] == 1 else code[keep // n_s]
         sig, col = self.head(x.reshape(-1, 3)[keep], code_p)
         sigma = x.new_zeros(n_rays * n_s).index_copy(0, keep, sig).reshape(n_rays, n_s)
         rgb = x.new_zeros(n_rays * n_s, 3).index_copy(0, keep, col).reshape(n_rays, n_s, 3)
         return sigma, rgb
 
-    def _march(self, x: Tensor, deltas: Tensor, code: Tensor, group: int = 8, min_transmittance: float = 1e-3) -> tuple[Tensor, Tensor]:
+    def _march(
+        self, x: Tensor, deltas: Tensor, code: Tensor, group: int = 8, min_transmittance: float = 1e-3
+    ) -> tuple[Tensor, Tensor]:
         """Front-to-back volume rendering in groups of samples with early ray termination.
 
         The same quadrature as :func:`volume_render`; rays stop once their transmittance
@@ -637,7 +649,9 @@ class TalkingHeadRenderer(nn.Module):
         if idx.numel() == 0:
             return {"rgb": rgb, "alpha": alpha, "weights": pixels.new_zeros(0, self.config.n_samples)}
         o, d = origins[idx], directions[idx]
-        t, deltas = sample_stratified(t_near[idx], t_far[idx], self.config.n_samples, perturb=perturb, generator=generator)
+        t, deltas = sample_stratified(
+            t_near[idx], t_far[idx], self.config.n_samples, perturb=perturb, generator=generator
+        )
         q = o[:, None] + t[..., None] * d[:, None]  # [H, S, 3] head frame
         centre = (self.box_lo + self.box_hi) / 2
         half = (self.box_hi - self.box_lo) / 2
@@ -712,7 +726,8 @@ class TalkingHeadRenderer(nn.Module):
         h, w = background.shape[:2]
         if (h, w) != (self.config.resolution, self.config.resolution):
             raise MismatchError(
-                f"background is {w}x{h} but the renderer was fitted at {self.config.resolution}x{self.config.resolution}"
+                f"background is {w}x{h} but the renderer was fitted at "
+                f"{self.config.resolution}x{self.config.resolution}"
             )
         bg = background.to(dev, torch.float32).reshape(-1, 3)
         pose = pose.to(dev, torch.float32)[None]
@@ -801,8 +816,10 @@ class TalkingHeadRenderer(nn.Module):
             raise MismatchError("not a renderer (no renderer_config in its metadata)", path=path)
         try:
             config = RendererConfig.from_dict(json.loads(raw))
-        except (MismatchError, json.JSONDecodeError, TypeError) as exc:
-            raise MismatchError(f"renderer config unreadable: {exc}", path=path) from exc
+        except json.JSONDecodeError as exc:
+            raise MismatchError(f"renderer config is not JSON ({exc})", path=path) from exc
+        except MismatchError as exc:
+            raise MismatchError(exc.message, path=path) from exc
         t = art.tensors
         try:
             model = cls(config, t["mean_shape"], t["motion_mean"], t["motion_std"], t["pose_mean"], t["pose_std"])
