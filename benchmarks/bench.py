@@ -6,7 +6,7 @@
 Measured, on the CPU and (``--device auto``, the default) on CUDA when torch sees a GPU:
 
 * preprocess: seconds per second of video (the identity's source video, or ``--video``);
-* fit-identity: seconds for ``--preset`` (skip with ``--skip-fit``: quick takes ~30 min on a CPU);
+* fit-identity: seconds for ``--preset`` (skip with ``--skip-fit``: quick takes about 20 min on a 2-core CPU);
 * speak: real-time factor (seconds of compute per second of output, load included and not);
 * render: frames per second at 256x256 and 512x512 (and at the identity's own resolution);
   a 256 renderer is the identity's own when it has that resolution, otherwise an untrained
