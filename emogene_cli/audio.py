@@ -228,7 +228,7 @@ def compute_audio_features(
     if kind in ("auto", "hubert") or kind.startswith("hubert:"):
         try:
             enc = load_hubert(hubert, device=device, store_dir=store_dir)
-        except NotFoundError as exc:
+        except NotFoundError:
             if kind != "auto":
                 raise
             return AudioFeatures(mel_features(audio, T), f0, "mel", note="HuBERT unavailable (no weights found; see --hubert); using log-mel + f0")

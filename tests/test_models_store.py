@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from emogene_cli.emotions import EMOTIONS, parse_emotion
+from emogene_cli.emotions import parse_emotion
 from emogene_cli.errors import EmogeneError, MismatchError, NotFoundError
 from emogene_cli.models.a2m import A2MConfig, AudioToMotionVAE
 from emogene_cli.models.ldm import LandmarkDeformationModel, LDMConfig

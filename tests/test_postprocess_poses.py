@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from emogene_cli import postprocess as pp
-from emogene_cli.geometry import LM68_MOUTH, LM68_UPPER_LID, compose_pose, pose_to_vector
+from emogene_cli.geometry import LM68_UPPER_LID, compose_pose
 from emogene_cli.poses import find_idle_segments, pose_speed, sample_poses
 
 

@@ -30,7 +30,7 @@ def train_ldm_command(
     dev = resolve_device(device)
     with progress_bars() as update:
         report = train_ldm(data_dir, store=store, epochs=epochs, device=dev, seed=seed, progress=update)
-    table = Table(title=f"LDM validation (last 20% of each pair; RMS landmark error, inter-ocular units)", title_justify="left")
+    table = Table(title="LDM validation (last 20% of each pair; RMS landmark error, inter-ocular units)", title_justify="left")
     table.add_column("emotion")
     table.add_column("LDM error", justify="right")
     table.add_column("no-deformation error", justify="right")
