@@ -27,7 +27,8 @@ import torch.nn.functional as F
 
 from .errors import InputError, MismatchError
 from .metrics import psnr, psnr_from_mse, ssim
-from .models.renderer import RendererConfig, TalkingHeadRenderer, distortion_loss
+from .geometry import dense_motion
+from .models.renderer import RendererConfig, TalkingHeadRenderer, distortion_loss, expression_features
 from .store import atomic_write_bytes, load_artifact, save_artifact
 
 __all__ = ["RendererData", "evaluate_renderer", "heldout_frames", "split_frames", "train_renderer"]
@@ -41,16 +42,18 @@ class RendererData(Protocol):
 
     ``images [T, H, W, 3]`` uint8 RGB, ``labels [T, H, W]`` uint8 (0 background, 1 torso,
     2 head), ``background [H, W, 3]`` uint8, ``poses [T, 4, 4]`` camera-from-head (to
-    pixels at ``H``), ``motion [T, 68, 3]`` float32 (inter-ocular units), ``mean_shape
-    [478, 3]`` (head frame, the scale the poses expect).
+    pixels at ``H``), ``canonical [T, 478, 3]`` canonical landmarks and ``mean_shape
+    [478, 3]`` (head frame, the scale the poses expect), ``iod`` the mean shape's
+    inter-ocular distance. The renderer is driven by :func:`geometry.dense_motion` of them.
     """
 
     images: np.ndarray
     labels: np.ndarray
     background: np.ndarray
     poses: np.ndarray
-    motion: np.ndarray
+    canonical: np.ndarray
     mean_shape: np.ndarray
+    iod: float
 
 
 def split_frames(n_frames: int) -> tuple[np.ndarray, np.ndarray]:
@@ -73,7 +76,7 @@ def _check_data(data: RendererData, config: RendererConfig) -> int:
         "labels": (np.shape(data.labels), (t, size, size)),
         "background": (np.shape(data.background), (size, size, 3)),
         "poses": (np.shape(data.poses), (t, 4, 4)),
-        "motion": (np.shape(data.motion), (t, 68, 3)),
+        "canonical": (np.shape(data.canonical), (t, 478, 3)),
         "mean_shape": (np.shape(data.mean_shape), (478, 3)),
     }
     for name, (got, want) in expect.items():
@@ -177,6 +180,7 @@ def _load_checkpoint(
     t = art.tensors
     try:
         model.load_state_dict({k[6:]: torch.from_numpy(np.array(v)) for k, v in t.items() if k.startswith("model.")})
+        model.refresh_reachable()
         template = optimizer.state_dict()
         state: dict[int, dict[str, torch.Tensor]] = {}
         for key, value in t.items():
@@ -253,13 +257,14 @@ def train_renderer(
     size = config.resolution
 
     # everything below reads training frames only
-    motion_np = np.asarray(data.motion[:n_train], dtype=np.float32).reshape(n_train, -1)
+    motion_np = dense_motion(data.canonical[:n_train], data.mean_shape, data.iod)  # [n_train, 478, 3]
+    features = expression_features(torch.from_numpy(motion_np)).numpy()
     poses_np = np.asarray(data.poses, dtype=np.float64)[:n_train]
     pose_vec_np = TalkingHeadRenderer.pose_vectors(torch.as_tensor(poses_np)).numpy()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = TalkingHeadRenderer(
-            config, data.mean_shape, motion_np.mean(0), motion_np.std(0), pose_vec_np.mean(0), pose_vec_np.std(0)
+            config, data.mean_shape, data.iod, features.mean(0), features.std(0), pose_vec_np.mean(0), pose_vec_np.std(0)
         )
     model.to(device).train()
     optimizer = torch.optim.Adam(_param_groups(model, config), betas=(0.9, 0.99))
@@ -305,7 +310,7 @@ def train_renderer(
         for group in optimizer.param_groups:
             group["lr"] = group["base_lr"] * decay
 
-        out = model.render_rays(pixels, poses[fd], motion[fd], pose_vec[fd], bg, perturb=True, generator=generator)
+        out = model.render_rays(pixels, poses[fd], motion, pose_vec[fd], bg, fd, perturb=True, generator=generator)
         mse = (out["rgb"] - target).pow(2).mean()
         head_t = ((cls == HEAD) | (cls == HEAD_OVER_TORSO)).float()
         torso_t = ((cls == TORSO) | (cls == HEAD_OVER_TORSO)).float()
@@ -388,7 +393,7 @@ def evaluate_renderer(
     if idx.size == 0:
         raise InputError("no frames to evaluate")
     poses = np.asarray(data.poses)[idx]
-    motion = np.asarray(data.motion)[idx]
+    motion = dense_motion(np.asarray(data.canonical)[idx], data.mean_shape, data.iod)
     psnrs, ssims, frames = [], [], []
     for i, frame in zip(idx, model.render_frames(poses, motion, data.background, device)):
         gt = np.asarray(data.images[i])

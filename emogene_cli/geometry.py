@@ -180,6 +180,18 @@ def motion68(canonical: np.ndarray, mean: np.ndarray, iod: float) -> np.ndarray:
     return ((canonical[:, LM68_FROM_LM478] - mean[LM68_FROM_LM478]) / iod).astype(np.float32)
 
 
+def dense_motion(canonical: np.ndarray, mean: np.ndarray, iod: float) -> np.ndarray:
+    """Motion of all 478 landmarks, ``(canonical - mean) / iod``: what drives the renderer.
+
+    Args:
+        canonical: ``[T, 478, 3]`` canonical landmarks; mean: ``[478, 3]``; iod: of ``mean``.
+
+    Returns:
+        ``[T, 478, 3]`` float32 in inter-ocular units (its 68-point subset is :func:`motion68`).
+    """
+    return ((np.asarray(canonical) - np.asarray(mean)) / iod).astype(np.float32)
+
+
 def motion_to_landmarks68(motion: np.ndarray, mean: np.ndarray, iod: float, poses: np.ndarray | None = None) -> np.ndarray:
     """Inverse of :func:`motion68`, optionally posed into the camera: ``[T, 68, 3]`` pixels."""
     canon = mean[LM68_FROM_LM478] + motion * iod

@@ -143,14 +143,14 @@ def _tiny_model(seed: int = 0, size: int = 32) -> tuple[TalkingHeadRenderer, np.
     rng = np.random.default_rng(seed)
     ms = rng.normal(size=(478, 3)) * 3.0
     cfg = dataclasses.replace(RendererConfig.preset("tiny"), resolution=size)
-    model = TalkingHeadRenderer(cfg, ms, np.zeros(204), np.ones(204), np.zeros(7), np.ones(7))
+    model = TalkingHeadRenderer(cfg, ms, 5.0)
     return model.eval(), ms
 
 
 def test_render_image_matches_render_rays():
     model, _ = _tiny_model()
     pose = _pose(t=(16.0, 16.0, 0.0))[0]
-    motion = torch.randn(68, 3) * 0.1
+    motion = torch.randn(478, 3) * 0.1
     bg = torch.rand(32, 32, 3)
     img = model.render_image(pose, motion, bg, chunk=100)
     ys, xs = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
@@ -165,21 +165,22 @@ def test_render_image_matches_render_rays():
 def test_empty_occupancy_grid_renders_no_head():
     model, _ = _tiny_model()
     model.occupied.zero_()
-    out = model.render_image(_pose(t=(16.0, 16.0, 0.0))[0], torch.zeros(68, 3), torch.rand(32, 32, 3))
+    model.refresh_reachable()
+    out = model.render_image(_pose(t=(16.0, 16.0, 0.0))[0], torch.zeros(478, 3), torch.rand(32, 32, 3))
     assert torch.all(out["head_alpha"] == 0)
     with pytest.raises(MismatchError):
-        model.render_image(_pose()[0], torch.zeros(68, 3), torch.rand(16, 16, 3))  # not the fitted resolution
+        model.render_image(_pose()[0], torch.zeros(478, 3), torch.rand(16, 16, 3))  # not the fitted resolution
 
 
 def test_save_load_round_trip(tmp_path):
     model, _ = _tiny_model(seed=1)
-    codes = model.motion_code(torch.randn(4, 68, 3) * 0.1)
+    codes = model.motion_code(torch.randn(4, 478, 3) * 0.1)
     model.update_occupancy(codes.detach(), generator=torch.Generator().manual_seed(0))
     path = model.save(tmp_path / "renderer.safetensors", producer="test", params={"a": 1})
     loaded = TalkingHeadRenderer.load(path, "cpu")
     assert loaded.config == model.config
     poses = np.stack([geometry.vector_to_pose(np.array([0, 0.1 * i, 0, 16, 16, 0, 0])) for i in range(2)])
-    motion = np.random.default_rng(0).normal(size=(2, 68, 3)).astype(np.float32) * 0.1
+    motion = np.random.default_rng(0).normal(size=(2, 478, 3)).astype(np.float32) * 0.1
     bg = np.full((32, 32, 3), 128, np.uint8)
     a = list(model.render_frames(poses, motion, bg, "cpu"))
     b = list(loaded.render_frames(poses, motion, bg, "cpu"))
@@ -225,10 +226,12 @@ def _disc_clip(n_frames: int = 40, size: int = 32) -> SimpleNamespace:
         labels[i][torso] = 1
         images[i][disc] = (220, 40, 40)
         labels[i][disc] = 2
-    motion = np.zeros((n_frames, 68, 3), np.float32)
-    motion[:, 62:, 1] = m[:, None] * 0.1  # "inner lips" move with the radius
+    iod = 5.0
+    motion = np.zeros((n_frames, 478, 3), np.float32)
+    motion[:, geometry.LM68_FROM_LM478[62:], 1] = m[:, None] * 0.1  # "inner lips" move with the radius
     motion += rng.normal(size=motion.shape).astype(np.float32) * 1e-3
-    return SimpleNamespace(images=images, labels=labels, background=bg, poses=poses, motion=motion, mean_shape=ms)
+    return SimpleNamespace(images=images, labels=labels, background=bg, poses=poses, canonical=ms + motion * iod,
+                           mean_shape=ms, iod=iod)
 
 
 def _cfg(**kw) -> RendererConfig:
@@ -267,7 +270,7 @@ def test_resume_continues_from_the_checkpoint_and_never_reads_heldout_frames(tmp
     scrambled = _disc_clip()
     scrambled.images[36:] = 0
     scrambled.labels[36:] = 2
-    scrambled.motion[36:] = 5.0
+    scrambled.canonical[36:] += 5.0
     scrambled.poses[36:, :3, 3] += 7.0
 
     class Stop(Exception):

@@ -1,0 +1,119 @@
+"""The renderer's configuration: architecture, deformation and training settings in one dataclass."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from ...errors import MismatchError
+
+CONFIG_KEY = "renderer_config"
+
+
+@dataclass
+class RendererConfig:
+    """Everything that fixes the renderer's architecture and its training.
+
+    Use :meth:`preset` (``"tiny"``, ``"quick"``, ``"full"``) and :func:`dataclasses.replace`
+    for variations. Training fields are kept here too, so that a checkpoint records them and
+    resuming with other values is refused.
+    """
+
+    # data
+    resolution: int = 256  # square crop side, pixels
+    # head box, in units of the mean shape's landmark extent along each axis
+    box_x: float = 0.15  # added left and right (ears)
+    box_top: float = 0.40  # added above the forehead landmarks (hair)
+    box_bottom: float = 0.20  # added below the chin (the head label reaches down the neck)
+    box_front: float = 0.15  # added in front of the nose tip (towards the camera, -z)
+    box_back: float = 0.30  # added behind the deepest landmark (+z)
+    # sampler
+    n_samples: int = 16  # points per ray inside the head box
+    # occupancy grid (instant-NGP / RAD-NeRF): samples in cells known to be empty are skipped
+    occupancy_resolution: int = 48  # cells per axis of the head box
+    occupancy_threshold: float = 0.01  # a cell is empty below this opacity per nominal sample
+    occupancy_every: int = 16  # training steps between grid updates
+    occupancy_warmup: int = 256  # steps before the first update (all cells occupied until then)
+    # landmark-driven deformation (observed head -> canonical neutral head), inter-ocular units
+    deform_sigma: float = 0.05  # width of the soft nearest-landmark blend
+    deform_falloff: float = 0.12  # displacement fades with the distance to the nearest landmark
+    deform_neighbours: int = 8  # candidate landmarks per point (nearest in the mean shape)
+    deform_grid: int = 32  # cells per axis of the candidate table
+    deform_reach: float = 0.12  # largest displacement expected; widens the occupancy test of observed points
+    # head field
+    plane_resolutions: tuple[int, ...] = (32, 64, 128)
+    plane_features: int = 8  # channels per plane and level
+    code_dim: int = 8  # expression code (mouth opening, eyelids): what geometry cannot explain
+    hidden: int = 64  # head MLP width
+    # torso field
+    torso_resolutions: tuple[int, ...] = (32, 64, 128)
+    torso_features: int = 8
+    torso_hidden: int = 32
+    torso_frequencies: int = 4  # positional-encoding octaves of the pixel position
+    torso_max_offset: float = 0.05  # largest pose-driven offset, fraction of the image (normalised coords/2)
+    # training
+    steps: int = 9000
+    rays_per_batch: int = 4096
+    person_fraction: float = 0.7  # rays drawn from person pixels and a band around the head
+    head_band: float = 0.04  # band around the head, fraction of the image side
+    lr_grid: float = 2e-2  # planes and torso grid
+    lr_mlp: float = 5e-3
+    lr_final_ratio: float = 0.1  # exponential decay to lr * ratio at the last step
+    alpha_weight: float = 0.1  # weight of the head/torso opacity losses
+    tv_weight: float = 1e-4  # total variation of the head planes
+    distortion_weight: float = 1e-3  # Mip-NeRF 360 distortion of the head weights (sharp surfaces)
+    checkpoint_every: int = 500
+    progress_every: int = 10
+
+    @classmethod
+    def preset(cls, name: str) -> "RendererConfig":
+        """The named preset.
+
+        * ``tiny``: unit tests and smoke runs, 64x64, trains in well under a minute on a CPU.
+        * ``quick``: a 20 s clip at 256x256 in about 20-25 minutes on a 2-core CPU.
+        * ``full``: 512x512 on a GPU, for a 3-5 minute video.
+
+        Raises:
+            ValueError: unknown preset name.
+        """
+        if name == "tiny":
+            return cls(
+                resolution=64, n_samples=16, occupancy_resolution=16, occupancy_warmup=100,
+                plane_resolutions=(16, 32), plane_features=4, code_dim=4, hidden=32,
+                torso_resolutions=(16, 32), torso_features=4, torso_hidden=16, torso_frequencies=2,
+                steps=300, rays_per_batch=1024, lr_grid=3e-2, lr_mlp=1e-2, checkpoint_every=100,
+            )
+        if name == "quick":
+            return cls()
+        if name == "full":
+            return cls(
+                resolution=512, n_samples=32, occupancy_resolution=96,
+                plane_resolutions=(64, 128, 256, 512), plane_features=16, code_dim=16, hidden=128,
+                torso_resolutions=(64, 128, 256, 512), torso_features=8, torso_hidden=64, torso_frequencies=6,
+                steps=60000, rays_per_batch=8192, lr_grid=1e-2, lr_mlp=2e-3, checkpoint_every=2000,
+                progress_every=50,
+            )
+        raise ValueError(f"unknown renderer preset {name!r} (tiny, quick, full)")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (tuples become lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RendererConfig":
+        """Inverse of :meth:`to_dict`, tolerant across versions.
+
+        Fields missing from ``data`` (added since) take their defaults; fields this version
+        does not know (training settings of another version) are ignored. Weights that do not
+        fit the resulting architecture are caught by :meth:`TalkingHeadRenderer.load`.
+
+        Raises:
+            MismatchError: ``data`` is not a mapping or holds values of the wrong kind.
+        """
+        if not isinstance(data, dict):
+            raise MismatchError("renderer config is not a JSON object")
+        names = {f.name for f in fields(cls)}
+        try:
+            return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in names})
+        except TypeError as exc:
+            raise MismatchError(f"renderer config unreadable ({exc})") from exc

@@ -1,0 +1,126 @@
+"""Landmark-driven deformation: points of the observed head -> the canonical (neutral) head.
+
+The head NeRF lives in a canonical head frame shaped like the identity's mean shape. A
+frame's expression is given by its dense landmarks (MediaPipe's 478-point face mesh,
+canonical, i.e. with the head pose removed); each of the 468 face-mesh points ``i`` (the ten
+iris points are left out: gaze is not modelled) has moved by ``d_i = c_i - m_i`` from its
+mean-shape position ``m_i`` to its observed position ``c_i``. A sample point ``q`` of the
+observed head is mapped back into the canonical head by the blended displacement of the
+landmarks near it, fading away from the face::
+
+    q_canonical = q - f(q) Σ_i w_i(q) d_i,
+    w_i(q) = softmax_i(-|q - c_i|² / 2σ²),          f(q) = exp(-min_i |q - c_i|² / 2ρ²)
+
+This follows INSTA (Zielon et al., CVPR 2023), which moves each ray sample into a canonical
+space through the nearest triangle of the tracked FLAME mesh; here the mesh is MediaPipe's
+and the nearest-triangle frame is replaced by a soft nearest-landmark blend (σ), with a
+fall-off (ρ) so that hair, ears and the back of the head stay rigid. Because the weights are
+computed at the *observed* landmark positions, an expression never seen in training (a broad
+smile, raised brows) still moves the rendered geometry where the landmarks say.
+
+For speed only the ``k`` landmarks nearest to the point's cell in the mean shape are
+candidates (a table over a ``g^3`` grid of the head box, built once with a k-d tree), so the
+cost per sample is ``O(k)``, not ``O(468)``.
+
+    deform = LandmarkDeformation(mean_shape, lo, hi, iod, RendererConfig.preset("quick"))
+    q_canonical = deform(q [N, 3], displacement [F, 478, 3], frame [N])   # head-frame units
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from scipy.spatial import cKDTree
+from torch import Tensor, nn
+
+from ... import geometry
+from .config import RendererConfig
+
+FACE_MESH_POINTS = 468  # MediaPipe's face mesh without the 10 iris points
+
+# Expression features that condition the head field beside the geometry: what moving the
+# surface cannot show (the mouth's interior and teeth as the lips part, the eyelids closing
+# over the eye). 68-point indices (iBUG): inner-lip gaps and width, eyelid gaps.
+_GAPS = ((61, 67), (62, 66), (63, 65), (37, 41), (38, 40), (43, 47), (44, 46))
+_WIDTHS = ((60, 64),)
+EXPRESSION_FEATURES = len(_GAPS) + len(_WIDTHS)
+
+
+def expression_features(motion: Tensor) -> Tensor:
+    """Mouth-opening and eyelid features of dense motion.
+
+    Args:
+        motion: ``[B, 478, 3]`` dense landmark motion (canonical minus mean shape) in any unit.
+
+    Returns:
+        ``[B, 8]``: vertical gaps (y) of three inner-lip pairs and four eyelid pairs, and the
+        inner-lip width (x), as motion differences in the input's unit (0 = as in the mean shape).
+    """
+    lm = motion[:, torch.as_tensor(geometry.LM68_FROM_LM478, device=motion.device)]
+    gaps = [lm[:, b, 1] - lm[:, a, 1] for a, b in _GAPS]
+    widths = [lm[:, b, 0] - lm[:, a, 0] for a, b in _WIDTHS]
+    return torch.stack(gaps + widths, -1)
+
+
+class LandmarkDeformation(nn.Module):
+    """Backward deformation of head-frame points by dense landmark displacements (module docstring).
+
+    Args:
+        mean_shape: ``[478, 3]`` the identity's mean shape (head frame).
+        box_lo, box_hi: ``[3]`` the head box (head frame); the candidate table covers it.
+        iod: the mean shape's inter-ocular distance (head-frame units); σ, ρ and the reach are
+            given in inter-ocular units by ``config``.
+        config: ``deform_sigma``, ``deform_falloff``, ``deform_neighbours``, ``deform_grid``.
+
+    No learned parameters: the buffers are derived from the mean shape and rebuilt on load.
+    """
+
+    def __init__(self, mean_shape: np.ndarray, box_lo: np.ndarray, box_hi: np.ndarray, iod: float,
+                 config: RendererConfig) -> None:
+        super().__init__()
+        ms = np.asarray(mean_shape, dtype=np.float64)[:FACE_MESH_POINTS]
+        lo, hi = np.asarray(box_lo, np.float64), np.asarray(box_hi, np.float64)
+        g, k = config.deform_grid, min(config.deform_neighbours, FACE_MESH_POINTS)
+        axes = [lo[a] + (np.arange(g) + 0.5) * (hi[a] - lo[a]) / g for a in range(3)]
+        centres = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
+        dist, idx = cKDTree(ms).query(centres, k=k)
+        # cells whose points are all too far from the face for any displacement to reach them
+        cell_radius = 0.5 * float(np.linalg.norm((hi - lo) / g))
+        reach = (3.0 * config.deform_falloff + config.deform_reach) * iod + cell_radius
+        self.grid = g
+        self.inv_two_sigma2 = 1.0 / (2.0 * (config.deform_sigma * iod) ** 2)
+        self.inv_two_rho2 = 1.0 / (2.0 * (config.deform_falloff * iod) ** 2)
+        self.register_buffer("control", torch.tensor(ms, dtype=torch.float32), persistent=False)
+        self.register_buffer("candidates", torch.as_tensor(idx.reshape(-1, k), dtype=torch.long), persistent=False)
+        self.register_buffer("near", torch.as_tensor(dist.reshape(-1, k)[:, 0] < reach), persistent=False)
+        self.register_buffer("lo", torch.tensor(lo, dtype=torch.float32), persistent=False)
+        self.register_buffer("cell", torch.tensor((hi - lo) / g, dtype=torch.float32), persistent=False)
+
+    def forward(self, q: Tensor, displacement: Tensor, frame: Tensor | None = None) -> Tensor:
+        """Map observed head-frame points into the canonical head.
+
+        Args:
+            q: ``[N, 3]`` observed points (head frame).
+            displacement: ``[F, 478, 3]`` (or ``[F, 468, 3]``) landmark displacements ``c - m``
+                (head-frame units) of ``F`` frames.
+            frame: ``[N]`` long, which frame each point belongs to (None: all frame 0).
+
+        Returns:
+            ``[N, 3]`` canonical points. No gradient flows into ``displacement``.
+        """
+        with torch.no_grad():
+            g = self.grid
+            cell = ((q - self.lo) / self.cell).long().clamp(0, g - 1)
+            flat = (cell[:, 0] * g + cell[:, 1]) * g + cell[:, 2]
+            sel = self.near[flat].nonzero()[:, 0]  # points near enough to the face to move
+            if sel.numel() == 0:
+                return q.clone()
+            qs = q[sel]
+            cand = self.candidates[flat[sel]]  # [M, k]
+            disp = displacement[:, :FACE_MESH_POINTS]
+            d = disp[0][cand] if frame is None else disp[frame[sel, None], cand]  # [M, k, 3]
+            dist2 = (qs[:, None, :] - self.control[cand] - d).pow(2).sum(-1)  # [M, k]
+            w = torch.softmax(dist2.mul_(-self.inv_two_sigma2), -1)  # dist2 now holds -|q - c|² / 2σ²
+            fade = torch.exp(dist2.amax(-1) * (self.inv_two_rho2 / self.inv_two_sigma2))
+            moved = qs - torch.einsum("mk,mkc->mc", w, d) * fade[:, None]
+            return q.index_copy(0, sel, moved)

@@ -1,0 +1,467 @@
+"""The identity's talking-head renderer: a landmark-deformed head NeRF over a 2-D torso.
+
+After GeneFace++ (Ye et al., 2023), RAD-NeRF (Tang et al., 2022) and ER-NeRF (Li et al.,
+ICCV 2023) for the head NeRF, torso and background, and INSTA (Zielon et al., CVPR 2023)
+for the deformation that lets expressions the person never made reach the image::
+
+    model = TalkingHeadRenderer(RendererConfig.preset("quick"), mean_shape, iod, feat_mean, feat_std)
+    out = model.render_image(pose [4, 4], motion [478, 3], background [H, W, 3])   # rgb [H, W, 3] 0..1
+    for frame in model.render_frames(poses, motions, background, "cpu"): ...        # uint8 frames
+
+The parts, one job each (the nerfstudio split), one module each:
+
+* :mod:`.rays`: the orthographic head-pose camera (the head pose ``P = [[s R, t], [0, 1]]``
+  maps head-frame points to pixels, so a pixel ray becomes a head-frame line), the head box
+  around the identity's mean shape and the stratified sampler;
+* :mod:`.deformation`: each sample of the *observed* head is moved into the *canonical*
+  (mean-shape) head by the displacement of the dense face-mesh landmarks near it;
+* :mod:`.fields`: the canonical head field, tri-planes + MLP, with a small expression code
+  (mouth opening, eyelids) for what geometry cannot explain -> density and colour;
+* :mod:`.rendering`: NeRF quadrature, distortion loss, compositing head over torso over
+  the static background plate;
+* :mod:`.torso`: RAD-NeRF's pose-conditioned 2-D torso.
+
+The driving signal is *dense motion* ``[478, 3]`` per frame: canonical landmarks minus the
+identity's mean shape, in inter-ocular units (see :mod:`emogene_cli.geometry`).
+Units: pixel coordinates are crop pixels at ``config.resolution``; densities are per unit of
+the box's normalised length (the box's largest half-extent is 1); colours are 0..1.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ... import geometry
+from ...errors import MismatchError
+from ...store import load_artifact, save_artifact
+from .config import CONFIG_KEY, RendererConfig
+from .deformation import EXPRESSION_FEATURES, LandmarkDeformation, expression_features
+from .fields import HeadField
+from .rays import generate_rays, head_box, intersect_aabb, sample_stratified
+from .rendering import composite, volume_render
+from .torso import TorsoField
+
+
+def _float32(value: np.ndarray | Tensor | float) -> Tensor:
+    """A float32 CPU tensor copy of a numpy array, tensor or number."""
+    if isinstance(value, Tensor):
+        return value.detach().to("cpu", torch.float32).clone()
+    return torch.tensor(np.asarray(value, dtype=np.float32))
+
+
+class TalkingHeadRenderer(nn.Module):
+    """The identity's renderer: deformed head NeRF + 2-D torso over a background plate.
+
+    Args:
+        config: architecture and training settings.
+        mean_shape: ``[478, 3]`` the identity's mean shape (head frame; any scale: the poses
+            map it to pixels at ``config.resolution``).
+        iod: the mean shape's inter-ocular distance (its units); dense motion is in units of it.
+        feature_mean, feature_std: ``[8]`` statistics of :func:`.deformation.expression_features`
+            of the training motion, used to normalise the expression code.
+        pose_mean, pose_std: ``[7]`` statistics of the training poses as
+            :func:`~emogene_cli.geometry.pose_to_vector` (defaults 0 and 1).
+
+    Raises:
+        MismatchError: a mean shape that is not ``[478, 3]``.
+
+        model = TalkingHeadRenderer(cfg, mean_shape, iod, feats.mean(0), feats.std(0), pv.mean(0), pv.std(0))
+        out = model.render_image(pose, dense_motion[0], background)
+    """
+
+    def __init__(
+        self,
+        config: RendererConfig,
+        mean_shape: np.ndarray | Tensor,
+        iod: float | np.ndarray | Tensor,
+        feature_mean: np.ndarray | Tensor | None = None,
+        feature_std: np.ndarray | Tensor | None = None,
+        pose_mean: np.ndarray | Tensor | None = None,
+        pose_std: np.ndarray | Tensor | None = None,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        ms = _float32(mean_shape).numpy()
+        if ms.shape != (478, 3):
+            raise MismatchError(f"mean shape must be [478, 3], got {list(ms.shape)}")
+        iod_value = float(_float32(iod).reshape(-1)[0])
+        lo, hi = head_box(ms, config)
+        self.register_buffer("mean_shape", torch.from_numpy(ms))
+        self.register_buffer("iod", torch.tensor([iod_value]))
+        self.register_buffer("box_lo", torch.from_numpy(lo))
+        self.register_buffer("box_hi", torch.from_numpy(hi))
+        n_feat = EXPRESSION_FEATURES
+        self.register_buffer("feature_mean", _float32(np.zeros(n_feat) if feature_mean is None else feature_mean).reshape(n_feat))
+        f_std = _float32(np.ones(n_feat) if feature_std is None else feature_std).reshape(n_feat)
+        self.register_buffer("feature_std", f_std.clamp_min(1e-3))
+        self.register_buffer("pose_mean", _float32(np.zeros(7) if pose_mean is None else pose_mean).reshape(7))
+        pose_std = _float32(np.ones(7) if pose_std is None else pose_std).reshape(7)
+        self.register_buffer("pose_std", pose_std.clamp_min(1e-4))
+        g = config.occupancy_resolution
+        self.register_buffer("occupancy", torch.zeros(g, g, g))  # running max of the density per cell
+        self.register_buffer("occupied", torch.ones(g, g, g, dtype=torch.bool))
+        # where an *observed* point may fall into an occupied canonical cell: `occupied`
+        # dilated by the largest expected displacement (derived, rebuilt with the grid)
+        self.register_buffer("reachable", torch.ones(g, g, g, dtype=torch.bool), persistent=False)
+        half = (hi - lo) / 2
+        # nominal sample length (normalised units) of a ray crossing the box along z
+        nominal = float(half[2] / half.max()) * 2.0 / config.n_samples
+        self.sigma_threshold = -math.log(1.0 - config.occupancy_threshold) / nominal
+        self.reach_cells = tuple(int(math.ceil(config.deform_reach * iod_value / (2 * h / g))) for h in half)
+        self.deformation = LandmarkDeformation(ms, lo, hi, iod_value, config)
+        self.code = nn.Linear(n_feat, config.code_dim)
+        self.head = HeadField(config)
+        self.torso = TorsoField(config)
+
+    # ---- conditioning -------------------------------------------------------------------
+    def motion_code(self, motion: Tensor) -> Tensor:
+        """Dense motion ``[B, 478, 3]`` (inter-ocular units) -> expression code ``[B, K]``.
+
+        The code sees only mouth opening and eyelid features, normalised by the training
+        statistics and clipped to ±4 standard deviations, so that it cannot carry a whole
+        expression: the deformation does that.
+        """
+        z = (expression_features(motion.to(self.feature_mean.dtype)) - self.feature_mean) / self.feature_std
+        return torch.tanh(self.code(z.clamp(-4.0, 4.0)))
+
+    def normalise_pose(self, pose_vec: Tensor) -> Tensor:
+        """``[B, 7]`` pose vectors (:func:`geometry.pose_to_vector`) -> normalised ``[B, 7]``."""
+        return (pose_vec.to(self.pose_mean.dtype) - self.pose_mean) / self.pose_std
+
+    @staticmethod
+    def pose_vectors(poses: Tensor) -> Tensor:
+        """``[B, 4, 4]`` poses -> ``[B, 7]`` vectors (:func:`geometry.pose_to_vector`), same device."""
+        vec = geometry.pose_to_vector(poses.detach().cpu().double().numpy())
+        return torch.as_tensor(vec, dtype=torch.float32, device=poses.device)
+
+    def normalise_points(self, q: Tensor) -> Tensor:
+        """Head-frame points ``[..., 3]`` -> box coordinates in ``[-1, 1]`` (not clamped)."""
+        centre = (self.box_lo + self.box_hi) / 2
+        half = (self.box_hi - self.box_lo) / 2
+        return (q - centre) / half
+
+    # ---- occupancy grid -----------------------------------------------------------------
+    def _cells(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        g = self.config.occupancy_resolution
+        cell = ((x + 1.0) * (g / 2.0)).long().clamp(0, g - 1)
+        return cell[..., 0], cell[..., 1], cell[..., 2]
+
+    def is_occupied(self, x: Tensor) -> Tensor:
+        """``x [..., 3]`` canonical box coordinates -> ``[...]`` bool: the cell may hold density."""
+        return self.occupied[self._cells(x)]
+
+    def refresh_reachable(self) -> None:
+        """Rebuild :attr:`reachable` from :attr:`occupied` (dilation by ``config.deform_reach``)."""
+        r = self.reach_cells
+        occ = self.occupied.float()[None, None]
+        grown = F.max_pool3d(occ, tuple(2 * k + 1 for k in r), stride=1, padding=r)[0, 0] > 0
+        self.reachable.copy_(grown)
+
+    @torch.no_grad()
+    def update_occupancy(self, codes: Tensor, *, decay: float = 0.95, samples: int = 1,
+                         generator: torch.Generator | None = None, chunk: int = 1 << 16) -> float:
+        """Refresh the occupancy grid (instant-NGP's density grid, as in RAD-NeRF), in the canonical head.
+
+        Each cell's density is evaluated at ``samples`` random points inside it, each with a
+        random code from ``codes``; the grid keeps ``max(decay * old, new)``. Cells above the
+        threshold, dilated by one cell, stay occupied.
+
+        Args:
+            codes: ``[B, K]`` expression codes (:meth:`motion_code` of training frames).
+
+        Returns:
+            The occupied fraction of the cells.
+        """
+        g = self.config.occupancy_resolution
+        dev = self.occupancy.device
+        ar = torch.arange(g, dtype=torch.float32)
+        base = torch.stack(torch.meshgrid(ar, ar, ar, indexing="ij"), -1).reshape(-1, 3)  # [G^3, 3]
+        value = torch.zeros(g ** 3, device=dev)
+        for _ in range(samples):
+            x = (-1.0 + (base + torch.rand(base.shape, generator=generator)) * (2.0 / g)).to(dev)
+            which = torch.randint(0, codes.shape[0], (g ** 3,), generator=generator).to(dev)
+            for i in range(0, g ** 3, chunk):
+                sig, _ = self.head(x[i:i + chunk], codes[which[i:i + chunk]], with_color=False)
+                value[i:i + chunk] = torch.maximum(value[i:i + chunk], sig)
+        self.occupancy.copy_(torch.maximum(self.occupancy * decay, value.reshape(g, g, g)))
+        occ = (self.occupancy > self.sigma_threshold).float()[None, None]
+        self.occupied.copy_(F.max_pool3d(occ, 3, stride=1, padding=1)[0, 0] > 0)
+        self.refresh_reachable()
+        return float(self.occupied.float().mean())
+
+    # ---- rendering ----------------------------------------------------------------------
+    def _query(self, q: Tensor, code: Tensor, displacement: Tensor, frame: Tensor | None) -> tuple[Tensor, Tensor]:
+        """The head field at observed samples: occupancy test, deformation, canonical field.
+
+        Args:
+            q: ``[H, S, 3]`` observed samples (head frame); code: ``[H|1, K]``;
+            displacement: ``[F, 478, 3]`` landmark displacements (head-frame units);
+            frame: ``[H]`` long frame of each ray (None: frame 0 for all).
+
+        Returns:
+            ``sigma [H, S]`` and ``rgb [H, S, 3]`` (zero where no occupied cell is in reach).
+        """
+        n_rays, n_s = q.shape[:2]
+        keep = self.reachable[self._cells(self.normalise_points(q))].reshape(-1).nonzero()[:, 0]  # [N]
+        if keep.numel() == 0:
+            return q.new_zeros(n_rays, n_s), q.new_zeros(n_rays, n_s, 3)
+        ray = keep // n_s
+        q_can = self.deformation(q.reshape(-1, 3)[keep], displacement, None if frame is None else frame[ray])
+        x = self.normalise_points(q_can).clamp(-1, 1)
+        code_p = code.expand(keep.shape[0], -1) if code.shape[0] == 1 else code[ray]
+        sig, col = self.head(x, code_p)
+        sigma = q.new_zeros(n_rays * n_s).index_copy(0, keep, sig).reshape(n_rays, n_s)
+        rgb = q.new_zeros(n_rays * n_s, 3).index_copy(0, keep, col).reshape(n_rays, n_s, 3)
+        return sigma, rgb
+
+    def _march(
+        self, q: Tensor, deltas: Tensor, code: Tensor, displacement: Tensor, frame: Tensor | None,
+        group: int = 8, min_transmittance: float = 1e-3,
+    ) -> tuple[Tensor, Tensor]:
+        """Front-to-back volume rendering in groups of samples with early ray termination.
+
+        The same quadrature as :func:`volume_render`; rays stop once their transmittance
+        falls below ``min_transmittance`` (so the result differs by less than that).
+
+        Returns: ``rgb [H, 3]`` (premultiplied) and ``alpha [H]``.
+        """
+        n_rays, n_s = q.shape[:2]
+        trans = q.new_ones(n_rays)
+        rgb = q.new_zeros(n_rays, 3)
+        alive = torch.arange(n_rays, device=q.device)
+        for k in range(0, n_s, group):
+            if alive.numel() == 0:
+                break
+            sig, col = self._query(q[alive, k:k + group], code if code.shape[0] == 1 else code[alive], displacement,
+                                   None if frame is None else frame[alive])
+            out = volume_render(sig, col, deltas[alive, k:k + group])
+            rgb[alive] += trans[alive, None] * out["rgb"]
+            trans[alive] *= 1.0 - out["alpha"]
+            alive = alive[trans[alive] > min_transmittance]
+        return rgb, 1.0 - trans
+
+    def render_head(
+        self, pixels: Tensor, poses: Tensor, code: Tensor, displacement: Tensor, frame: Tensor | None = None, *,
+        perturb: bool = False, generator: torch.Generator | None = None,
+    ) -> dict[str, Tensor]:
+        """Volume-render the head along pixel rays.
+
+        Samples out of reach of any occupied canonical cell are skipped (density 0). With
+        autograd off (inference), rays also stop early once nearly opaque (:meth:`_march`).
+
+        Args:
+            pixels: ``[R, 2]`` pixel positions; poses: ``[R|1, 4, 4]``; code: ``[R|1, K]``;
+            displacement: ``[F, 478, 3]`` landmark displacements (head-frame units);
+            frame: ``[R]`` long frame index of each ray into ``displacement`` (None: frame 0).
+
+        Returns:
+            ``rgb [R, 3]`` (premultiplied), ``alpha [R]`` (rays that miss the box give 0);
+            with autograd on also ``weights [H, S]`` of the ``H`` rays that hit the box.
+        """
+        r = pixels.shape[0]
+        origins, directions = generate_rays(pixels, poses)
+        t_near, t_far, hit = intersect_aabb(origins, directions, self.box_lo, self.box_hi)
+        rgb = pixels.new_zeros(r, 3)
+        alpha = pixels.new_zeros(r)
+        idx = hit.nonzero()[:, 0]
+        if idx.numel() == 0:
+            return {"rgb": rgb, "alpha": alpha, "weights": pixels.new_zeros(0, self.config.n_samples)}
+        o, d = origins[idx], directions[idx]
+        t, deltas = sample_stratified(
+            t_near[idx], t_far[idx], self.config.n_samples, perturb=perturb, generator=generator
+        )
+        q = o[:, None] + t[..., None] * d[:, None]  # [H, S, 3] head frame
+        half = (self.box_hi - self.box_lo) / 2
+        # sample lengths in normalised units: head-frame length |d| τ over the largest half-extent
+        deltas = deltas * (d.norm(dim=-1, keepdim=True) / half.max())
+        code_h = code if code.shape[0] == 1 else code[idx]
+        frame_h = None if frame is None else frame[idx]
+        if torch.is_grad_enabled():
+            sigma, col = self._query(q, code_h, displacement, frame_h)
+            out = volume_render(sigma, col, deltas)
+            weights = out["weights"]
+        else:
+            out = dict(zip(("rgb", "alpha"), self._march(q, deltas, code_h, displacement, frame_h)))
+            weights = q.new_zeros(0, self.config.n_samples)
+        rgb = rgb.index_copy(0, idx, out["rgb"])
+        alpha = alpha.index_copy(0, idx, out["alpha"])
+        return {"rgb": rgb, "alpha": alpha, "weights": weights}
+
+    def render_rays(
+        self,
+        pixels: Tensor,
+        poses: Tensor,
+        motion: Tensor,
+        pose_vec: Tensor,
+        background: Tensor,
+        frame: Tensor | None = None,
+        *,
+        perturb: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, Tensor]:
+        """Render pixel rays: deformed head NeRF, torso, compositing.
+
+        Args:
+            pixels: ``[R, 2]`` pixel positions (x, y) in crop pixels (centres at ``u + 0.5``).
+            poses: ``[R, 4, 4]`` per-ray head poses, or ``[1, 4, 4]`` for all rays.
+            motion: ``[F, 478, 3]`` dense landmark motion of ``F`` frames (inter-ocular units).
+            pose_vec: ``[R|1, 7]`` :func:`geometry.pose_to_vector` of ``poses`` (unnormalised).
+            background: ``[R, 3]`` background colour, 0..1.
+            frame: ``[R]`` long, the frame of ``motion`` each ray belongs to (None: frame 0).
+            perturb: jitter the samples (training).
+            generator: CPU generator for the jitter.
+
+        Returns:
+            ``rgb [R, 3]`` composite, ``head_rgb [R, 3]``, ``head_alpha [R]``,
+            ``torso_rgb [R, 3]``, ``torso_alpha [R]`` and, with autograd on, the head's
+            volume-rendering ``weights [H, S]`` of the rays that hit the head box.
+        """
+        code = self.motion_code(motion)
+        displacement = motion.to(self.iod.dtype) * self.iod
+        code_r = code if frame is None else code[frame]
+        head = self.render_head(pixels, poses, code_r, displacement, frame, perturb=perturb, generator=generator)
+        uv = pixels / (self.config.resolution / 2.0) - 1.0
+        torso_rgb, torso_alpha = self.torso(uv, self.normalise_pose(pose_vec))
+        head_rgb = head["rgb"] / head["alpha"].clamp_min(1e-6)[:, None]
+        rgb = composite(head_rgb, head["alpha"], torso_rgb, torso_alpha, background)
+        return {"rgb": rgb, "head_rgb": head_rgb, "head_alpha": head["alpha"], "torso_rgb": torso_rgb,
+                "torso_alpha": torso_alpha, "weights": head["weights"]}
+
+    @torch.no_grad()
+    def render_image(self, pose: Tensor, motion: Tensor, background: Tensor, *, chunk: int = 8192) -> dict[str, Tensor]:
+        """Render one frame.
+
+        Only rays that hit the head box go through the NeRF; the torso is evaluated everywhere.
+
+        Args:
+            pose: ``[4, 4]`` camera-from-head pose.
+            motion: ``[478, 3]`` dense landmark motion (inter-ocular units).
+            background: ``[H, W, 3]`` float background plate in 0..1 (``H = W = resolution``
+                for the poses and mean shape to line up).
+            chunk: rays per NeRF evaluation (memory bound).
+
+        Returns:
+            ``rgb [H, W, 3]`` in 0..1, ``head_alpha [H, W]``, ``torso_alpha [H, W]``.
+
+        Raises:
+            MismatchError: a background of another size, or motion that is not ``[478, 3]``.
+        """
+        dev = self.box_lo.device
+        h, w = background.shape[:2]
+        if (h, w) != (self.config.resolution, self.config.resolution):
+            raise MismatchError(
+                f"background is {w}x{h} but the renderer was fitted at "
+                f"{self.config.resolution}x{self.config.resolution}"
+            )
+        if tuple(motion.shape) != (478, 3):
+            raise MismatchError(f"the renderer is driven by dense motion [478, 3], got {list(motion.shape)}")
+        bg = background.to(dev, torch.float32).reshape(-1, 3)
+        pose = pose.to(dev, torch.float32)[None]
+        motion = motion.to(dev, torch.float32)[None]
+        code = self.motion_code(motion)
+        displacement = motion * self.iod
+        pv = self.normalise_pose(self.pose_vectors(pose))
+        ys, xs = torch.meshgrid(torch.arange(h, device=dev), torch.arange(w, device=dev), indexing="ij")
+        pixels = torch.stack([xs, ys], -1).reshape(-1, 2).to(torch.float32) + 0.5
+        # cull to rays through the box's image footprint before chunking
+        origins, directions = generate_rays(pixels, pose)
+        _, _, hit = intersect_aabb(origins, directions, self.box_lo, self.box_hi)
+        idx = hit.nonzero()[:, 0]
+        head_rgb = bg.new_zeros(h * w, 3)
+        head_alpha = bg.new_zeros(h * w)
+        for i in range(0, idx.numel(), chunk):
+            sel = idx[i:i + chunk]
+            out = self.render_head(pixels[sel], pose, code, displacement)
+            head_rgb[sel] = out["rgb"]
+            head_alpha[sel] = out["alpha"]
+        uv = pixels / (self.config.resolution / 2.0) - 1.0
+        torso_rgb = bg.new_zeros(h * w, 3)
+        torso_alpha = bg.new_zeros(h * w)
+        for i in range(0, h * w, chunk * 4):
+            torso_rgb[i:i + chunk * 4], torso_alpha[i:i + chunk * 4] = self.torso(uv[i:i + chunk * 4], pv)
+        rgb = composite(head_rgb / head_alpha.clamp_min(1e-6)[:, None], head_alpha, torso_rgb, torso_alpha, bg)
+        return {"rgb": rgb.clamp(0, 1).reshape(h, w, 3), "head_alpha": head_alpha.reshape(h, w),
+                "torso_alpha": torso_alpha.reshape(h, w)}
+
+    def render_frames(
+        self,
+        poses: np.ndarray | Tensor,
+        motion: np.ndarray | Tensor,
+        background: np.ndarray | Tensor,
+        device: str | torch.device = "cpu",
+        progress: Callable[[int, int], None] | None = None,
+    ) -> Iterator[np.ndarray]:
+        """Render a sequence, yielding frames one by one (stream them to a video writer).
+
+        Args:
+            poses: ``[T, 4, 4]`` head poses; motion: ``[T, 478, 3]`` dense landmark motion.
+            background: ``[H, W, 3]`` uint8 plate (or float 0..1).
+            device: where to render; the model is moved there.
+            progress: called as ``progress(done, total)`` after each frame.
+
+        Yields:
+            ``[H, W, 3]`` uint8 RGB frames.
+        """
+        self.to(device)
+        was_training = self.training
+        self.eval()
+        poses_t = torch.as_tensor(np.asarray(poses), dtype=torch.float32)
+        motion_t = torch.as_tensor(np.asarray(motion), dtype=torch.float32)
+        bg = torch.as_tensor(np.asarray(background))
+        bg = (bg.float() / 255.0 if bg.dtype == torch.uint8 else bg.float()).to(device)
+        total = len(poses_t)
+        try:
+            with torch.inference_mode():
+                for i in range(total):
+                    out = self.render_image(poses_t[i], motion_t[i], bg)
+                    frame = (out["rgb"] * 255.0 + 0.5).to(torch.uint8).cpu().numpy()
+                    if progress is not None:
+                        progress(i + 1, total)
+                    yield frame
+        finally:
+            self.train(was_training)
+
+    # ---- persistence --------------------------------------------------------------------
+    def save(self, path: str | Path, *, producer: str, params: dict[str, Any] | None = None,
+             feature_kind: str | None = None) -> Path:
+        """Write weights and buffers as safetensors (atomic), config as JSON metadata."""
+        return save_artifact(
+            Path(path), dict(self.state_dict()), producer=producer, params=params, feature_kind=feature_kind,
+            extra={CONFIG_KEY: json.dumps(self.config.to_dict(), sort_keys=True)},
+        )
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "TalkingHeadRenderer":
+        """Load a renderer written by :meth:`save`.
+
+        Raises:
+            NotFoundError: no such file.
+            MismatchError: not a renderer, another config layout, or weights that do not fit.
+        """
+        art = load_artifact(Path(path), what="renderer")
+        raw = art.metadata.get(CONFIG_KEY)
+        if raw is None:
+            raise MismatchError("not a renderer (no renderer_config in its metadata)", path=path)
+        try:
+            config = RendererConfig.from_dict(json.loads(raw))
+        except json.JSONDecodeError as exc:
+            raise MismatchError(f"renderer config is not JSON ({exc})", path=path) from exc
+        except MismatchError as exc:
+            raise MismatchError(exc.message, path=path) from exc
+        t = art.tensors
+        try:
+            model = cls(config, t["mean_shape"], t["iod"], t["feature_mean"], t["feature_std"], t["pose_mean"], t["pose_std"])
+            model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in t.items()}, strict=True)
+            model.refresh_reachable()
+        except (KeyError, RuntimeError) as exc:
+            raise MismatchError(f"renderer weights do not fit its config ({exc}); a renderer from an older "
+                                "version must be fitted again (emogene fit-identity NAME)", path=path) from exc
+        return model.to(device).eval()
