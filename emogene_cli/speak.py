@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import cv2
 import numpy as np
@@ -25,7 +25,10 @@ import torch
 
 from . import geometry
 from .audio import check_kind, compute_audio_features, frames_for, load_audio, voice_activity
-from .emotions import EMOTIONS, parse_emotion
+from .emotion_control import (
+    TrackRow, clip_track, constant_weights, describe_blend, is_all, load_track, one_hot_weights, parse_blend, track_weights,
+)
+from .emotions import EMOTIONS
 from .errors import EmogeneError, NotFoundError
 from .fit_renderer import split_frames
 from .media import VideoWriter
@@ -113,8 +116,9 @@ def plan_motion(
     speaker: Speaker,
     audio: np.ndarray,
     *,
-    emotion: str,
+    emotion: str = "neutral",
     intensity: float = 1.0,
+    weights: np.ndarray | None = None,
     ldm: LandmarkDeformationModel | None = None,
     temperature: float = 0.2,
     seed: int = 0,
@@ -122,19 +126,49 @@ def plan_motion(
     store_dir: Path | None = None,
     post: PostConfig | None = None,
 ) -> MotionPlan:
-    """Audio (``[N]`` float32, 16 kHz) -> landmarks and head poses for every output frame."""
+    """Audio (``[N]`` float32, 16 kHz) -> landmarks and head poses for every output frame.
+
+    ``weights [T, 8]`` (over :data:`EMOTIONS`, intensity folded in; see
+    :mod:`emogene_cli.emotion_control`) directs the emotion frame by frame; without it the
+    whole clip gets ``emotion`` × ``intensity``.
+    """
     T = frames_for(audio)
     feats = compute_audio_features(audio, num_frames=T, kind=speaker.feature_kind, hubert=hubert, device=speaker.device, store_dir=store_dir)
     neutral = predict_motion(speaker.a2m, feats.features, feats.f0, temperature=temperature, seed=seed, device=speaker.device)
-    if emotion == "neutral" or ldm is None:
-        emotional = neutral
-    else:
-        with torch.inference_mode():
-            emotional = ldm.deform(torch.from_numpy(neutral).to(next(ldm.parameters()).device), EMOTIONS.index(emotion), intensity).cpu().numpy()
-    motion = postprocess(emotional, neutral, speaker.bank_motion, post or PostConfig(seed=seed))
+    if weights is None:
+        weights = one_hot_weights(emotion, intensity, T)
+    emotional, motion = emotional_motion(speaker, neutral, weights, ldm=ldm, post=post, seed=seed)
     active = voice_activity(audio, T)
     poses = sample_poses(speaker.bank_poses, active, face_size=speaker.face_size, idle_segments=speaker.idle_segments, seed=seed)
     return MotionPlan(neutral=neutral, emotional=emotional, motion=motion, poses=poses, active=active, feature_note=feats.note)
+
+
+def emotional_motion(
+    speaker: Speaker,
+    neutral: np.ndarray,
+    weights: np.ndarray,
+    *,
+    ldm: LandmarkDeformationModel | None,
+    post: PostConfig | None = None,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Neutral motion ``[T, 68, 3]`` + emotion weights ``[T, 8]`` -> (emotional, post-processed) ``[T, 68, 3]``.
+
+    The emotional motion is ``neutral + ldm.mixed_displacement(neutral, weights)`` (the
+    neutral motion itself when ``ldm`` is None or every weight is zero).
+    """
+    weights = np.asarray(weights, dtype=np.float32)
+    if weights.shape != (len(neutral), len(EMOTIONS)):
+        raise ValueError(f"weights shape {weights.shape} != {(len(neutral), len(EMOTIONS))}")
+    if ldm is None or not weights.any():
+        emotional = neutral
+    else:
+        dev = next(ldm.parameters()).device
+        with torch.inference_mode():
+            n = torch.from_numpy(neutral).to(dev)
+            emotional = (n + ldm.mixed_displacement(n, torch.from_numpy(weights).to(dev))).cpu().numpy()
+    motion = postprocess(emotional, neutral, speaker.bank_motion, post or PostConfig(seed=seed))
+    return emotional, motion
 
 
 def draw_landmarks(motion: np.ndarray, poses: np.ndarray, speaker: Speaker, size: int) -> np.ndarray:
@@ -149,9 +183,69 @@ def draw_landmarks(motion: np.ndarray, poses: np.ndarray, speaker: Speaker, size
     return out
 
 
+GRID_COLUMNS = 4  # --emotion all: the eight emotions as 4 columns x 2 rows
+
+
+def compose_grid(tiles: list[np.ndarray], labels: list[str], columns: int = GRID_COLUMNS) -> np.ndarray:
+    """Tile equally sized ``[H, W, 3]`` uint8 frames row by row, each labelled on a dark band at its bottom.
+
+    Returns ``[rows × H, columns × W, 3]`` uint8 (``rows = ceil(len(tiles) / columns)``; empty cells black).
+    """
+    h, w = tiles[0].shape[:2]
+    rows = -(-len(tiles) // columns)
+    grid = np.zeros((rows * h, columns * w, 3), np.uint8)
+    font, scale, thick = cv2.FONT_HERSHEY_SIMPLEX, max(0.3, 0.6 * h / 256), max(1, int(round(h / 256)))
+    (_, th), base = cv2.getTextSize("Ag", font, scale, thick)  # one band height for every label
+    pad = max(2, h // 64)
+    for i, (tile, label) in enumerate(zip(tiles, labels)):
+        cell = np.ascontiguousarray(tile, dtype=np.uint8).copy()
+        if label:
+            tw = cv2.getTextSize(label, font, scale, thick)[0][0]
+            band = cell[h - th - base - 2 * pad:, : tw + 2 * pad]
+            band[:] = band // 3  # darken under the text so it reads on any face or background
+            cv2.putText(cell, label, (pad, h - base - pad), font, scale, (255, 255, 255), thick, cv2.LINE_AA)
+        r, c = divmod(i, columns)
+        grid[r * h:(r + 1) * h, c * w:(c + 1) * w] = cell
+    return grid
+
+
+def render_grid(
+    speaker: Speaker,
+    poses: np.ndarray,
+    motions: list[np.ndarray],
+    labels: list[str],
+    device: str,
+    progress: Callable[[int, int], None] | None = None,
+    chunk: int = 25,
+) -> Iterator[np.ndarray]:
+    """Render several motions ``[T, 68, 3]`` under the same poses ``[T, 4, 4]`` and yield labelled grids.
+
+    Renders ``chunk`` frames (1 s) of each motion in turn, so memory holds one chunk per
+    motion; yields ``[2H, 4W, 3]`` uint8 frames (see :func:`compose_grid`). ``progress(done,
+    total)`` counts rendered tiles (``len(motions) × T``).
+    """
+    T = len(poses)
+    total = T * len(motions)
+    done = 0
+    for s in range(0, T, chunk):
+        e = min(T, s + chunk)
+        tiles = []
+        for m in motions:
+            base = done
+            step = (lambda d, n, base=base: progress(base + d, total)) if progress else None
+            tiles.append(list(speaker.renderer.render_frames(poses[s:e], m[s:e], speaker.background, device, progress=step)))
+            done += e - s
+        for i in range(e - s):
+            yield compose_grid([t[i] for t in tiles], labels)
+
+
 @dataclass
 class SpeakResult:
-    """What :func:`speak` wrote and how long each step took (seconds)."""
+    """What :func:`speak` wrote and how long each step took (seconds).
+
+    ``emotion`` describes what was asked (``happy``, ``happy 0.70 + surprised 0.30``,
+    ``all``, ``track``); ``track`` holds the rows used (cut to the audio) when a track drove it.
+    """
 
     identity: str
     emotion: str
@@ -164,13 +258,17 @@ class SpeakResult:
     feature_kind: str
     feature_note: str
     seconds: dict[str, float] = field(default_factory=dict)
+    track: list[TrackRow] | None = None
+    warnings: list[str] = field(default_factory=list)
 
 
 def speak(
     audio_path: str | Path,
     *,
     store: Store,
-    emotion: str,
+    emotion: str | None = None,
+    track: str | Path | None = None,
+    transition: float = 0.3,
     identity: str | None = None,
     intensity: float = 1.0,
     output: str | Path | None = None,
@@ -181,49 +279,100 @@ def speak(
     hubert: str | None = None,
     post: PostConfig | None = None,
     progress: Callable[..., None] | None = None,
+    on_track: Callable[[list[TrackRow], list[str], float], None] | None = None,
 ) -> SpeakResult:
-    """Render ``identity`` saying ``audio_path`` with ``emotion`` into an mp4 with the audio muxed in.
+    """Render ``identity`` saying ``audio_path`` with an emotion into an mp4 with the audio muxed in.
+
+    Give exactly one of ``emotion`` and ``track``. Every option is checked before a model
+    is loaded or a file written.
 
     Args:
-        emotion: one of :data:`~emogene_cli.emotions.EMOTIONS` (``disgust``/``surprise`` accepted).
-        intensity: scale of the emotional displacement (0 = neutral, 1 = as learned).
-        output: mp4 path (default ``<audio stem>_<emotion>.mp4`` in the current folder).
-        preview: also write ``<output stem>_preview.mp4``: rendered frame | driving landmarks.
+        emotion: one of :data:`~emogene_cli.emotions.EMOTIONS` (aliases such as ``surprise``
+            accepted), a blend ``happy:0.7,surprised:0.3`` (mixed in the LDM's displacement
+            space), or ``all``: one video with the eight emotions in a labelled 4x2 grid
+            (motion and head poses planned once, rendered eight times).
+        track: an emotion track file (see :func:`~emogene_cli.emotion_control.load_track`),
+            cut to the audio with a warning when longer; uncovered time is neutral.
+        transition: seconds over which a track's changes ease in and out (smoothstep).
+        intensity: scale of the emotional displacement (0 = neutral, 1 = as learned); with a
+            track, a factor on every row's intensity.
+        output: mp4 path (default ``<audio stem>_<emotion | track stem | all>.mp4`` here).
+        preview: also write ``<output stem>_preview.mp4``: rendered frame | driving landmarks
+            (not with ``all``).
+        on_track: called as ``on_track(rows used, warnings, audio seconds)`` once the track
+            is cut to the audio, before any model loads.
 
     Raises:
-        EmogeneError: unknown emotion, negative intensity; NotFoundError: missing audio,
-        identity or models; InputError: unreadable audio or no audio track.
+        EmogeneError: a bad emotion spec or track, intensity or transition out of range, a
+        non-mp4 output; NotFoundError: missing audio, track, identity or models; InputError:
+        unreadable audio or no audio track.
     """
-    emotion = parse_emotion(emotion)
+    # -- check every option before loading anything
+    if emotion is not None and track is not None:
+        raise EmogeneError("give --emotion or --emotion-track, not both (a track sets the emotion itself)", path="--emotion")
+    if emotion is None and track is None:
+        raise EmogeneError(f"give --emotion ({', '.join(EMOTIONS)}, a blend like happy:0.7,sad:0.3, or all) "
+                           "or --emotion-track FILE", path="--emotion")
     if not 0.0 <= intensity <= 3.0:
         raise EmogeneError(f"intensity {intensity} out of range (0 to 3)", path="--intensity")
+    if not 0.0 <= transition <= 10.0:
+        raise EmogeneError(f"transition {transition} s out of range (0 to 10)", path="--transition")
+    grid = emotion is not None and is_all(emotion)
+    blend = parse_blend(emotion) if emotion is not None and not grid else None
+    rows = load_track(track) if track is not None else None
+    if grid and preview:
+        raise EmogeneError("--preview is not available with --emotion all (the grid already shows every emotion)", path="--preview")
+    label = "all" if grid else ("track" if rows is not None else describe_blend(blend))
+    if output:
+        out = Path(output)
+    else:
+        tag = "all" if grid else (Path(track).stem if rows is not None else "-".join(blend))
+        out = Path.cwd() / f"{Path(audio_path).stem}_{tag}.mp4"
+    if out.suffix.lower() != ".mp4":
+        raise EmogeneError("output must be an .mp4 file", path=out)
+
     seconds: dict[str, float] = {}
+    warnings: list[str] = []
     t0 = time.perf_counter()
     audio = load_audio(audio_path)
+    T = frames_for(audio)
+    if rows is not None:
+        rows, warnings = clip_track(rows, T / 25.0)
+        if on_track is not None:
+            on_track(rows, warnings, T / 25.0)
+        weights = track_weights(rows, T, transition=transition, intensity=intensity)
+    elif blend is not None:
+        weights = constant_weights(blend, intensity, T)
+    else:
+        weights = np.zeros((T, len(EMOTIONS)), np.float32)  # the grid plans neutral first
+    emotive = grid or bool(np.delete(weights, EMOTIONS.index("neutral"), axis=1).any())
     speaker = load_speaker(store, identity, device)
-    ldm = load_ldm(store, device) if emotion != "neutral" else None
+    ldm = load_ldm(store, device) if emotive and intensity > 0 else None
     seconds["load"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    plan = plan_motion(speaker, audio, emotion=emotion, intensity=intensity, ldm=ldm, temperature=temperature, seed=seed,
+    plan = plan_motion(speaker, audio, weights=weights, ldm=ldm, temperature=temperature, seed=seed,
                        hubert=hubert, store_dir=store.third_party_dir, post=post)
+    motions = [plan.motion]
+    if grid:  # the same neutral motion and poses, each emotion's displacement on top
+        motions = [plan.motion if e == "neutral" else
+                   emotional_motion(speaker, plan.neutral, one_hot_weights(e, intensity, T), ldm=ldm, post=post, seed=seed)[1]
+                   for e in EMOTIONS]
     seconds["motion"] = time.perf_counter() - t0
 
-    out = Path(output) if output else Path.cwd() / f"{Path(audio_path).stem}_{emotion}.mp4"
-    if out.suffix.lower() != ".mp4":
-        raise EmogeneError("output must be an .mp4 file", path=out)
     size = speaker.renderer.config.resolution
-    T = len(plan.motion)
     t0 = time.perf_counter()
     preview_path = out.with_name(out.stem + "_preview.mp4") if preview else None
     landmark_images = draw_landmarks(plan.motion, plan.poses, speaker, size) if preview else None
-    writer = VideoWriter(out, size, size, audio=audio_path)
+    width, height = (GRID_COLUMNS * size, 2 * size) if grid else (size, size)
+    writer = VideoWriter(out, width, height, audio=audio_path)
     side = VideoWriter(preview_path, 2 * size, size, audio=audio_path) if preview_path else None
     try:
-        frames = speaker.renderer.render_frames(
-            plan.poses, plan.motion, speaker.background, device,
-            progress=(lambda d, n: progress("render", d, n)) if progress else None,
-        )
+        step = (lambda d, n: progress("render", d, n)) if progress else None
+        if grid:
+            frames = render_grid(speaker, plan.poses, motions, list(EMOTIONS), device, progress=step)
+        else:
+            frames = speaker.renderer.render_frames(plan.poses, plan.motion, speaker.background, device, progress=step)
         for t, frame in enumerate(frames):
             writer.write(frame)
             if side is not None:
@@ -238,7 +387,7 @@ def speak(
         side.close()
     seconds["render"] = time.perf_counter() - t0
     return SpeakResult(
-        identity=speaker.name, emotion=emotion, intensity=intensity, frames=T, duration=T / 25.0, output=out,
+        identity=speaker.name, emotion=label, intensity=intensity, frames=T, duration=T / 25.0, output=out,
         preview=preview_path, silent_fraction=float(1.0 - plan.active.mean()), feature_kind=speaker.feature_kind,
-        feature_note=plan.feature_note, seconds=seconds,
+        feature_note=plan.feature_note, seconds=seconds, track=rows, warnings=warnings,
     )

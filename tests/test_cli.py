@@ -108,6 +108,62 @@ def test_emotion_reaches_the_face(chain):
     np.testing.assert_array_equal(ldm.deform(neutral, EMOTIONS.index("neutral")).numpy(), base)
 
 
+def _frames_and_audio(path: Path) -> tuple[int, tuple[int, int], bool]:
+    from emogene_cli import media
+
+    info = media.probe(path)
+    assert info.has_video and info.fps == pytest.approx(25, abs=0.01)
+    return sum(1 for _ in media.read_frames(path)), (info.width, info.height), info.has_audio
+
+
+def test_speak_blend(chain, tmp_path):
+    home, _, _ = chain
+    out = tmp_path / "blend.mp4"
+    proc = run_cli("speak", str(DATA / "speech" / "radio31_8s.wav"), "--emotion", "happy:0.7,surprise:0.3", "-o", str(out), home=home)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "happy 0.70 + surprised 0.30" in proc.stdout
+    n, size, has_audio = _frames_and_audio(out)
+    assert has_audio and size == (64, 64) and abs(n - 8.0 * 25) <= 1
+
+
+def test_speak_emotion_track(chain, tmp_path):
+    """Three rows (neutral -> happy -> sad), the last running past the 8 s audio: cut with a warning."""
+    home, _, _ = chain
+    track = tmp_path / "track.csv"
+    track.write_text("start,end,emotion,intensity\n0,2,neutral,1\n2,5,happy,1\n5,9.5,sad,0.8\n")
+    out = tmp_path / "track.mp4"
+    proc = run_cli("speak", str(DATA / "speech" / "radio31_8s.wav"), "--emotion-track", str(track), "-o", str(out), home=home)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "warning:" in proc.stderr and "cut to the audio" in proc.stderr
+    table = proc.stdout[proc.stdout.index("emotion track"):]
+    for cell in ("0.00", "2.00", "5.00", "8.00", "neutral", "happy", "sad", "0.8", "line 4"):
+        assert cell in table, table
+    assert "9.5" not in table  # the track as used, cut to the audio
+    n, size, has_audio = _frames_and_audio(out)
+    assert has_audio and abs(n - 8.0 * 25) <= 1
+
+
+def test_speak_all_emotions_grid(chain, tmp_path):
+    """One video, the eight emotions as a 4x2 grid over one plan of motion and poses, with the audio."""
+    from emogene_cli import media
+
+    home, _, _ = chain
+    out = tmp_path / "all.mp4"
+    proc = run_cli("speak", str(DATA / "speech" / "arctic_a0007_4s.wav"), "--emotion", "all", "-o", str(out), home=home)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    n, size, has_audio = _frames_and_audio(out)
+    assert has_audio and size == (4 * 64, 2 * 64)
+    seconds = len(media.read_audio(DATA / "speech" / "arctic_a0007_4s.wav")) / 16000
+    assert abs(n - seconds * 25) <= 1
+    frame = next(iter(media.read_frames(out))).astype(np.int16)
+    tiles = [frame[r * 64:(r + 1) * 64 - 16, c * 64:(c + 1) * 64] for r in range(2) for c in range(4)]  # above the labels
+    assert all(t.std() > 5 for t in tiles)  # every cell rendered
+    # the same head pose everywhere: the cells differ by expression, not by where the head is
+    neutral = tiles[5]
+    assert max(np.abs(t - neutral).mean() for t in tiles) < 40
+    assert any(np.abs(t - neutral).max() > 0 for i, t in enumerate(tiles) if i != 5)
+
+
 # ---- bad input ------------------------------------------------------------------------
 
 

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from ..errors import EmogeneError
 from ..store import Store
@@ -80,6 +81,22 @@ def summary_table(title: str, rows: list[tuple[str, object]]) -> Table:
     for key, value in rows:
         table.add_row(key, str(value))
     return table
+
+
+def data_table(title: str, columns: list[str], rows: list[tuple[object, ...]]) -> Table:
+    """A rich table with a header row: ``columns`` names, one tuple of cells per row."""
+    table = Table(title=title, title_justify="left")
+    for name in columns:
+        table.add_column(name)
+    for row in rows:
+        table.add_row(*(str(cell) for cell in row))
+    return table
+
+
+def print_warnings(warnings: list[str]) -> None:
+    """Each warning as one ``warning: ...`` line on stderr."""
+    for w in warnings:
+        err_console.print(Text.assemble(("warning: ", "yellow"), w), highlight=False)
 
 
 def paths_rows(paths: dict[str, Path]) -> list[tuple[str, object]]:

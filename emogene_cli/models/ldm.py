@@ -9,6 +9,7 @@ Usage::
 
     ldm = LandmarkDeformationModel(LDMConfig())
     emotional = ldm.deform(neutral [T, 68, 3], emotion_index, intensity=1.0)  # [T, 68, 3]
+    emotional = neutral + ldm.mixed_displacement(neutral, weights [T, 8])   # blends, tracks
 
 Motion is in inter-ocular units (see :mod:`emogene_cli.geometry`), so the displacement
 learned on MEAD actors transfers to a new identity.
@@ -24,6 +25,7 @@ from torch import nn
 from ..emotions import EMOTIONS
 
 MOTION_DIM = 68 * 3
+NEUTRAL = EMOTIONS.index("neutral")
 
 
 @dataclass
@@ -65,3 +67,36 @@ class LandmarkDeformationModel(nn.Module):
         """Emotional motion ``neutral + intensity * displacement`` for a ``[T, 68, 3]`` sequence."""
         idx = torch.full((len(neutral),), int(emotion), dtype=torch.long, device=neutral.device)
         return neutral + intensity * self(neutral, idx)
+
+    @torch.no_grad()
+    def mixed_displacement(self, neutral: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """Displacement of a per-frame mixture of emotions: ``Σ_e weights[:, e] × self(neutral, e)``.
+
+        Args:
+            neutral: ``[T, 68, 3]`` neutral motion (inter-ocular units).
+            weights: ``[T, E]`` per-frame weights over :data:`~emogene_cli.emotions.EMOTIONS`,
+                intensity folded in (a blend's weights sum to the intensity; all zero = neutral).
+
+        Returns:
+            ``[T, 68, 3]`` displacement to add to ``neutral``.
+
+        Emotions are mixed in displacement space, not in embedding space: the mixture is
+        linear in the weights, so weight 1 on one emotion reproduces exactly what the model
+        learned for it (and ``w × e`` equals :meth:`deform` at intensity ``w``), and a weight
+        that eases from 0 to 1 moves the face monotonically along the learned displacement.
+        Interpolating the 16-d embeddings instead would feed the MLP embeddings it never saw
+        in training (the points between two learned ones), whose output nothing constrains.
+        Columns that are zero on every frame (and ``neutral``) are skipped, so a single
+        emotion costs one pass of the MLP.
+        """
+        if weights.shape != (len(neutral), self.config.num_emotions):
+            raise ValueError(f"weights shape {tuple(weights.shape)} != {(len(neutral), self.config.num_emotions)}")
+        weights = weights.to(device=neutral.device, dtype=neutral.dtype)
+        out = torch.zeros_like(neutral)
+        for e in range(self.config.num_emotions):
+            w = weights[:, e]
+            if e == NEUTRAL or not bool((w != 0).any()):  # neutral's displacement is zero by construction
+                continue
+            idx = torch.full((len(neutral),), e, dtype=torch.long, device=neutral.device)
+            out += w[:, None, None] * self(neutral, idx)
+        return out
