@@ -53,7 +53,7 @@ from .face import BLENDSHAPE_NAMES, TrackResult, track_frames
 from .fit_renderer import evaluate_renderer, heldout_frames
 from .media import SAMPLE_RATE
 from .preprocess import IdentityData, load_identity
-from .speak import Speaker, load_ldm, load_speaker, plan_motion
+from .speak import Speaker, compose_grid, load_ldm, load_speaker, plan_motion
 from .store import Store, atomic_write_bytes, load_artifact
 
 __all__ = ["PAPER_REFERENCE", "EvaluationResult", "evaluate_identity", "frame_grid", "lpips_status", "redetect"]
@@ -305,14 +305,29 @@ def _emotions(speaker: Speaker, audio: np.ndarray, emotions: Sequence[str], devi
             env = loudness_envelope(audio, len(frames))
             lipsync = metrics.lipsync_correlation(geometry.mouth_opening(_lm68(track)), env, max_lag=5)
         _report(progress, "emotions", k + 1, len(emotions))
+    real = {e: ldm.real_blendshape_change[EMOTIONS.index(e)].cpu().numpy() for e in EMOTIONS if e != "neutral"}
+    real = {e: r for e, r in real.items() if np.any(r)}
+    strengths, recognised = [], 0
     for emotion in emotions:
         if emotion != "neutral":
+            change = blend[emotion] - blend["neutral"]
             per[emotion].update(metrics.blendshape_deltas(blend[emotion], blend["neutral"], BLENDSHAPE_NAMES, emotion))
+            if emotion in real:
+                per[emotion]["strength"] = metrics.emotion_strength(change, real[emotion])
+                per[emotion]["recognised_as"] = metrics.nearest_emotion(change, real)
+                strengths.append(per[emotion]["strength"])
+                recognised += int(per[emotion]["recognised_as"] == emotion)
     figures = {
         "seconds_per_emotion": len(audio) / SAMPLE_RATE,
         "per_emotion": per,
+        "strength_median": float(np.median(strengths)) if strengths else float("nan"),
+        "strength_min": float(np.min(strengths)) if strengths else float("nan"),
+        "recognised": recognised, "measured": len(strengths),
         "lipsync_corr_neutral": lipsync[0], "lipsync_lag_neutral": lipsync[1],
-        "note": "score = mean change of the emotion's MediaPipe blendshapes (0..1) re-detected on the render, against the neutral render",
+        "note": ("strength = the rendered change of all 52 MediaPipe blendshapes (re-detected) against the neutral render, "
+                 "projected on the real MEAD actors' change for the same emotion (1.0 = as strong as a real actor); "
+                 "recognised_as = the emotion whose real change is most similar (cosine); "
+                 "score = mean change of the emotion's own relevant blendshapes"),
     }
     return figures, {"shots": shots}
 
@@ -487,12 +502,15 @@ def _html(figures: dict[str, Any], grids: list[tuple[str, str]], plots: list[tup
     emo = figures.get("emotion", {})
     if "per_emotion" in emo:
         rows = "".join(
-            f"<tr><td>{html.escape(e)}</td><td>{_fmt(v.get('score', ''))}</td><td>"
+            f"<tr><td>{html.escape(e)}</td><td>{_fmt(v.get('strength', ''))}</td><td>{html.escape(str(v.get('recognised_as', '')))}</td>"
+            f"<td>{_fmt(v.get('score', ''))}</td><td>"
             + ", ".join(f"{html.escape(n)} {d:+.3f}" for n, d in v.get("deltas", {}).items())
             + f"</td><td>{_fmt(v['face_found'])}</td></tr>"
             for e, v in emo["per_emotion"].items())
-        parts.append("<h3>emotion</h3><table><tr><th>emotion</th><th>score</th><th>blendshape deltas</th><th>face found</th></tr>"
-                     + rows + "</table>")
+        parts.append(f"<h3>emotion</h3><p>strength median {_fmt(emo.get('strength_median', ''))}, "
+                     f"lowest {_fmt(emo.get('strength_min', ''))}; recognised {emo.get('recognised', 0)} of {emo.get('measured', 0)}</p>"
+                     "<table><tr><th>emotion</th><th>strength (1 = real actor)</th><th>recognised as</th><th>score</th>"
+                     "<th>blendshape deltas</th><th>face found</th></tr>" + rows + "</table>")
     elif emo:
         parts.append(f"<h3>emotion</h3><p>{_fmt(emo.get('skipped', ''))}</p>")
     for title, b64 in grids + plots:
@@ -605,8 +623,8 @@ def evaluate_identity(
     ]
     shots = parts["emotion"].get("shots", {})
     if shots:
-        strip = np.concatenate([_panel(img) for img in shots.values()], axis=1)
-        grids.append(("Emotions (middle frame): " + " | ".join(shots), _png(strip)))
+        grid = compose_grid(list(shots.values()), list(shots))
+        grids.append(("Emotions (middle frame), full resolution", _png(grid)))
     report_html = _html(figures, grids, _plots(parts, figures))
     seconds["report"] = time.perf_counter() - t0
     figures["seconds"] = seconds

@@ -180,7 +180,6 @@ def _load_checkpoint(
     t = art.tensors
     try:
         model.load_state_dict({k[6:]: torch.from_numpy(np.array(v)) for k, v in t.items() if k.startswith("model.")})
-        model.refresh_reachable()
         template = optimizer.state_dict()
         state: dict[int, dict[str, torch.Tensor]] = {}
         for key, value in t.items():
@@ -264,7 +263,8 @@ def train_renderer(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = TalkingHeadRenderer(
-            config, data.mean_shape, data.iod, features.mean(0), features.std(0), pose_vec_np.mean(0), pose_vec_np.std(0)
+            config, data.mean_shape, data.iod, features.mean(0), features.std(0), pose_vec_np.mean(0), pose_vec_np.std(0),
+            features.min(0), features.max(0),
         )
     model.to(device).train()
     optimizer = torch.optim.Adam(_param_groups(model, config), betas=(0.9, 0.99))

@@ -201,3 +201,35 @@ def motion_to_landmarks68(motion: np.ndarray, mean: np.ndarray, iod: float, pose
 def mouth_opening(landmarks68: np.ndarray) -> np.ndarray:
     """Inner-lip gap (upper 62 to lower 66) per frame, ``[T]``, in the landmarks' units."""
     return np.linalg.norm(landmarks68[:, 62] - landmarks68[:, 66], axis=-1)
+
+
+def fit_lift(sparse: np.ndarray, dense: np.ndarray, ridge: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
+    """Ridge regression from 68-point motion to 478-point motion: ``dense ≈ W sparse + b``.
+
+    Args:
+        sparse: ``[N, 68, 3]`` motion; dense: ``[N, 478, 3]`` motion of the same frames.
+        ridge: Tikhonov weight relative to the mean eigenvalue of the input covariance.
+
+    Returns:
+        ``W [1434, 204]`` and ``b [1434]`` (float64), applied by :func:`apply_lift`.
+    """
+    x = np.asarray(sparse, np.float64).reshape(len(sparse), -1)
+    y = np.asarray(dense, np.float64).reshape(len(dense), -1)
+    mx, my = x.mean(0), y.mean(0)
+    xc, yc = x - mx, y - my
+    gram = xc.T @ xc
+    lam = ridge * max(np.trace(gram) / gram.shape[0], 1e-12)
+    w = np.linalg.solve(gram + lam * np.eye(gram.shape[0]), xc.T @ yc).T  # [1434, 204]
+    return w, my - w @ mx
+
+
+def apply_lift(sparse: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
+    """``[T, 68, 3]`` motion -> ``[T, 478, 3]`` float32 by a :func:`fit_lift` map; the 68 points are kept exactly."""
+    sparse = np.asarray(sparse, np.float32)
+    t = len(sparse)
+    dense = sparse.reshape(t, -1) @ np.asarray(w, np.float32).T
+    if b is not None:
+        dense = dense + np.asarray(b, np.float32)
+    dense = dense.reshape(t, 478, 3)
+    dense[:, LM68_FROM_LM478] = sparse
+    return dense

@@ -357,3 +357,46 @@ def blendshape_deltas(
     deltas = {k: float(e[index[k]] - n[index[k]]) for k in relevant.get(emotion, ()) if k in index}
     score = float(np.mean(list(deltas.values()))) if deltas else float("nan")
     return {"deltas": deltas, "score": score}
+
+
+def emotion_strength(change: np.ndarray, real_change: np.ndarray) -> float:
+    """How strongly a rendered emotion shows, relative to real actors: a scalar projection.
+
+    ``strength = <Δ, Δ_real> / |Δ_real|²`` where ``Δ`` is the rendered clip's mean blendshape
+    change against the neutral render (same audio, poses and seed) and ``Δ_real`` the real
+    actors' change between their emotional and neutral clips (MEAD). 1.0 = as strong as a
+    real actor, 0 = nothing of it shows, negative = the opposite.
+
+    Args:
+        change, real_change: ``[52]`` MediaPipe blendshape changes (0..1 scores).
+
+    Returns:
+        The strength (``nan`` when ``real_change`` is zero).
+    """
+    d = np.asarray(change, dtype=np.float64).reshape(-1)
+    r = np.asarray(real_change, dtype=np.float64).reshape(-1)
+    norm2 = float(r @ r)
+    return float(d @ r / norm2) if norm2 > 0 else float("nan")
+
+
+def nearest_emotion(change: np.ndarray, real_changes: Mapping[str, np.ndarray]) -> str | None:
+    """The emotion whose real-actor blendshape change points most nearly the same way (cosine).
+
+    Args:
+        change: ``[52]`` rendered change against the neutral render.
+        real_changes: ``{emotion: [52]}`` real actors' changes (see :func:`emotion_strength`).
+
+    Returns:
+        The name with the highest cosine similarity, or None when ``change`` is zero.
+    """
+    d = np.asarray(change, dtype=np.float64).reshape(-1)
+    if not np.any(d):
+        return None
+    best, best_cos = None, -np.inf
+    for name, real in real_changes.items():
+        r = np.asarray(real, dtype=np.float64).reshape(-1)
+        denom = np.linalg.norm(d) * np.linalg.norm(r)
+        cos = float(d @ r / denom) if denom > 0 else -np.inf
+        if cos > best_cos:
+            best, best_cos = name, cos
+    return best

@@ -3,9 +3,13 @@
 All functions take and return motion ``[T, 68, 3]`` float32 in inter-ocular units at
 25 fps (see :mod:`emogene_cli.geometry`) and are pure numpy/scipy/scikit-learn.
 
-Order used by ``speak``: :func:`lle_project` (onto the identity's own landmark manifold) ->
-:func:`refine_mouth` (lip dynamics back from the lip-accurate neutral motion) ->
-:func:`one_euro_filter` (temporal smoothing) -> :func:`clamp_to_range` -> :func:`add_blinks`.
+Order used by ``speak`` (:func:`postprocess`): the audio-driven *neutral* motion goes
+through :func:`lle_project` (onto the identity's own landmark manifold) ->
+:func:`one_euro_filter` (temporal smoothing) -> :func:`clamp_to_range` -> :func:`add_blinks`;
+the emotional *displacement* is only low-passed in time (:func:`smooth_displacement`) and
+added on top afterwards, so that neither the manifold of a mostly neutral video nor its
+observed range pulls the emotion back (EmoGene's landmark mixture). The lip-sync dynamics
+come from the neutral motion; the displacement carries the emotion's slow mouth shape.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ class PostConfig:
 
     lle_k: int = 10
     lle_blend: float = 0.3
-    mouth_sigma: float = 3.0
+    emotion_sigma: float = 3.0  # frames: Gaussian low-pass of the emotional displacement
     euro_min_cutoff: float = 1.5
     euro_beta: float = 0.5
     clamp_margin: float = 0.5
@@ -74,19 +78,17 @@ def lle_project(motion: np.ndarray, bank: np.ndarray, k: int = 10, blend: float 
     return ((1 - blend) * x + blend * proj).reshape(motion.shape).astype(np.float32)
 
 
-def refine_mouth(motion: np.ndarray, neutral: np.ndarray, sigma: float = 3.0) -> np.ndarray:
-    """Lip-sync refinement: mouth = neutral mouth + temporally low-passed emotional offset.
+def smooth_displacement(displacement: np.ndarray, sigma: float = 3.0) -> np.ndarray:
+    """Emotional displacement low-passed in time (Gaussian, ``sigma`` frames at 25 fps).
 
-    The neutral motion (straight from audio) carries the lip-sync; the emotion changes the
-    mouth's shape slowly (a smile, a frown). Keeping the neutral mouth's frame-to-frame
-    dynamics plus a Gaussian-smoothed (``sigma`` frames) emotional offset keeps both.
+    An emotion changes the face's shape slowly (a smile, a frown); the frame-to-frame mouth
+    dynamics belong to the lip-accurate neutral motion, so the displacement keeps only its
+    slow part. ``[T, ...]`` -> same shape, float32.
     """
-    out = motion.copy()
-    offset = motion[:, LM68_MOUTH] - neutral[:, LM68_MOUTH]
-    if len(motion) > 1 and sigma > 0:
-        offset = gaussian_filter1d(offset, sigma=sigma, axis=0, mode="nearest")
-    out[:, LM68_MOUTH] = neutral[:, LM68_MOUTH] + offset
-    return out
+    out = np.asarray(displacement, dtype=np.float32)
+    if len(out) > 1 and sigma > 0:
+        out = gaussian_filter1d(out, sigma=sigma, axis=0, mode="nearest")
+    return out.astype(np.float32)
 
 
 def one_euro_filter(x: np.ndarray, fps: float = 25.0, min_cutoff: float = 1.0, beta: float = 0.0, d_cutoff: float = 1.0) -> np.ndarray:
@@ -148,21 +150,36 @@ def add_blinks(motion: np.ndarray, *, fps: float = 25.0, period: float = 4.0, se
     return out
 
 
-def postprocess(emotional: np.ndarray, neutral: np.ndarray, bank: np.ndarray, config: PostConfig | None = None) -> np.ndarray:
-    """The full chain: LLE projection, mouth refinement, One-Euro smoothing, clamping, blinks.
+def postprocess_neutral(neutral: np.ndarray, bank: np.ndarray, config: PostConfig | None = None) -> np.ndarray:
+    """The audio-driven neutral motion's chain: LLE projection, One-Euro smoothing, clamping, blinks.
 
     Args:
-        emotional: ``[T, 68, 3]`` LDM output; neutral: ``[T, 68, 3]`` A2M output;
-        bank: ``[N, 68, 3]`` the identity's training motion.
+        neutral: ``[T, 68, 3]`` A2M output; bank: ``[N, 68, 3]`` the identity's training motion.
 
     Returns:
         ``[T, 68, 3]`` float32.
     """
     c = config or PostConfig()
-    m = lle_project(emotional, bank, k=c.lle_k, blend=c.lle_blend)
-    m = refine_mouth(m, neutral, sigma=c.mouth_sigma)
+    m = lle_project(neutral, bank, k=c.lle_k, blend=c.lle_blend)
     m = one_euro_filter(m, min_cutoff=c.euro_min_cutoff, beta=c.euro_beta)
     m = clamp_to_range(m, bank, margin=c.clamp_margin)
     if c.blinks:
         m = add_blinks(m, period=c.blink_period, seed=c.seed)
     return m.astype(np.float32)
+
+
+def postprocess(
+    neutral: np.ndarray, displacement: np.ndarray, bank: np.ndarray, config: PostConfig | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The full chain: :func:`postprocess_neutral` of the neutral motion, :func:`smooth_displacement` of the emotion.
+
+    Args:
+        neutral: ``[T, 68, 3]`` A2M output; displacement: ``[T, 68, 3]`` LDM output (× intensity);
+        bank: ``[N, 68, 3]`` the identity's training motion.
+
+    Returns:
+        ``(base, displacement)``, both ``[T, 68, 3]`` float32; the driving motion is their sum.
+        The displacement is added after the projection and clamp, so it keeps its full size.
+    """
+    c = config or PostConfig()
+    return postprocess_neutral(neutral, bank, c), smooth_displacement(displacement, c.emotion_sigma)

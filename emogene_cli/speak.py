@@ -47,7 +47,9 @@ class Speaker:
     """Everything ``speak`` needs of one fitted identity, loaded once (see :func:`load_speaker`).
 
     ``bank_motion [N, 68, 3]`` and ``bank_poses [N, 4, 4]`` are the identity's training frames
-    (poses in pixels at the renderer's resolution); ``background [H, W, 3]`` uint8.
+    (poses in pixels at the renderer's resolution); ``background [H, W, 3]`` uint8;
+    ``lift``: ``(W [1434, 204], b [1434])``, the identity's own 68 -> 478 landmark map
+    (:func:`geometry.fit_lift` on its training frames) that densifies the neutral motion.
     """
 
     name: str
@@ -62,6 +64,7 @@ class Speaker:
     face_size: float
     idle_segments: list[tuple[int, int]]
     device: str
+    lift: tuple[np.ndarray, np.ndarray]
 
 
 def load_speaker(store: Store, name: str | None, device: str = "cpu") -> Speaker:
@@ -80,10 +83,12 @@ def load_speaker(store: Store, name: str | None, device: str = "cpu") -> Speaker
     lm68 = data.landmarks[train_idx][:, geometry.LM68_FROM_LM478]
     face_size = float(np.median(lm68[:, :, 1].max(1) - lm68[:, :, 1].min(1)))
     poses = data.poses[train_idx]
+    dense = geometry.dense_motion(data.canonical[train_idx], data.mean_shape, data.iod)
     return Speaker(
         name=name, renderer=renderer, a2m=a2m, feature_kind=data.feature_kind, bank_motion=data.motion[train_idx],
         bank_poses=poses, background=data.background, mean_shape=data.mean_shape, iod=float(data.iod),
         face_size=face_size, idle_segments=find_idle_segments(poses, face_size), device=device,
+        lift=geometry.fit_lift(data.motion[train_idx], dense),
     )
 
 
@@ -100,12 +105,15 @@ def load_ldm(store: Store, device: str = "cpu") -> LandmarkDeformationModel:
 class MotionPlan:
     """Per-frame driving signals for the renderer (25 fps).
 
-    ``neutral``, ``emotional`` and ``motion`` (post-processed) are ``[T, 68, 3]`` in
-    inter-ocular units; ``poses [T, 4, 4]``; ``active [T]`` voice activity.
+    ``neutral`` (audio-to-motion), ``emotional`` (neutral + LDM displacement) and
+    ``motion68`` (post-processed) are ``[T, 68, 3]`` in inter-ocular units; ``motion``
+    ``[T, 478, 3]`` is the post-processed dense motion that drives the renderer;
+    ``poses [T, 4, 4]``; ``active [T]`` voice activity.
     """
 
     neutral: np.ndarray
     emotional: np.ndarray
+    motion68: np.ndarray
     motion: np.ndarray
     poses: np.ndarray
     active: np.ndarray
@@ -137,10 +145,11 @@ def plan_motion(
     neutral = predict_motion(speaker.a2m, feats.features, feats.f0, temperature=temperature, seed=seed, device=speaker.device)
     if weights is None:
         weights = one_hot_weights(emotion, intensity, T)
-    emotional, motion = emotional_motion(speaker, neutral, weights, ldm=ldm, post=post, seed=seed)
+    emotional, motion68, motion = emotional_motion(speaker, neutral, weights, ldm=ldm, post=post, seed=seed)
     active = voice_activity(audio, T)
     poses = sample_poses(speaker.bank_poses, active, face_size=speaker.face_size, idle_segments=speaker.idle_segments, seed=seed)
-    return MotionPlan(neutral=neutral, emotional=emotional, motion=motion, poses=poses, active=active, feature_note=feats.note)
+    return MotionPlan(neutral=neutral, emotional=emotional, motion68=motion68, motion=motion, poses=poses, active=active,
+                      feature_note=feats.note)
 
 
 def emotional_motion(
@@ -151,24 +160,41 @@ def emotional_motion(
     ldm: LandmarkDeformationModel | None,
     post: PostConfig | None = None,
     seed: int = 0,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Neutral motion ``[T, 68, 3]`` + emotion weights ``[T, 8]`` -> (emotional, post-processed) ``[T, 68, 3]``.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Neutral motion ``[T, 68, 3]`` + emotion weights ``[T, 8]`` -> the motion that drives the renderer.
 
-    The emotional motion is ``neutral + ldm.mixed_displacement(neutral, weights)`` (the
-    neutral motion itself when ``ldm`` is None or every weight is zero).
+    EmoGene's motion-to-emotion step with its landmark mixture:
+
+    1. the LDM's displacement ``ldm.mixed_displacement(neutral, weights)`` (zero when ``ldm``
+       is None or every weight is zero), intensity already in ``weights``;
+    2. :func:`postprocess`: the neutral motion alone is projected onto the identity's own
+       landmark manifold, smoothed, clamped to its range and given blinks; the displacement
+       is only low-passed in time, so the emotion keeps its full size;
+    3. both are lifted to the 478 face-mesh points: the neutral motion with the identity's
+       own map (:attr:`Speaker.lift`), the displacement with the map fitted on the MEAD
+       actors' emotional faces (``ldm.lift``), and added.
+
+    Returns:
+        ``emotional [T, 68, 3]`` (neutral + raw displacement), ``motion68 [T, 68, 3]`` (the
+        post-processed sum) and ``dense [T, 478, 3]`` (inter-ocular units), the renderer's input.
+
+    Raises:
+        ValueError: ``weights`` is not ``[T, 8]``.
     """
     weights = np.asarray(weights, dtype=np.float32)
     if weights.shape != (len(neutral), len(EMOTIONS)):
         raise ValueError(f"weights shape {weights.shape} != {(len(neutral), len(EMOTIONS))}")
-    if ldm is None or not weights.any():
-        emotional = neutral
-    else:
+    displacement = np.zeros_like(neutral)
+    if ldm is not None and weights.any():
         dev = next(ldm.parameters()).device
         with torch.inference_mode():
             n = torch.from_numpy(neutral).to(dev)
-            emotional = (n + ldm.mixed_displacement(n, torch.from_numpy(weights).to(dev))).cpu().numpy()
-    motion = postprocess(emotional, neutral, speaker.bank_motion, post or PostConfig(seed=seed))
-    return emotional, motion
+            displacement = ldm.mixed_displacement(n, torch.from_numpy(weights).to(dev)).cpu().numpy()
+    base, displacement = postprocess(neutral, displacement, speaker.bank_motion, post or PostConfig(seed=seed))
+    dense = geometry.apply_lift(base, *speaker.lift)
+    if ldm is not None and displacement.any():
+        dense += geometry.apply_lift(displacement, ldm.lift.cpu().numpy())
+    return neutral + displacement, base + displacement, dense
 
 
 def draw_landmarks(motion: np.ndarray, poses: np.ndarray, speaker: Speaker, size: int) -> np.ndarray:
@@ -356,14 +382,14 @@ def speak(
     motions = [plan.motion]
     if grid:  # the same neutral motion and poses, each emotion's displacement on top
         motions = [plan.motion if e == "neutral" else
-                   emotional_motion(speaker, plan.neutral, one_hot_weights(e, intensity, T), ldm=ldm, post=post, seed=seed)[1]
+                   emotional_motion(speaker, plan.neutral, one_hot_weights(e, intensity, T), ldm=ldm, post=post, seed=seed)[2]
                    for e in EMOTIONS]
     seconds["motion"] = time.perf_counter() - t0
 
     size = speaker.renderer.config.resolution
     t0 = time.perf_counter()
     preview_path = out.with_name(out.stem + "_preview.mp4") if preview else None
-    landmark_images = draw_landmarks(plan.motion, plan.poses, speaker, size) if preview else None
+    landmark_images = draw_landmarks(plan.motion68, plan.poses, speaker, size) if preview else None
     width, height = (GRID_COLUMNS * size, 2 * size) if grid else (size, size)
     writer = VideoWriter(out, width, height, audio=audio_path)
     side = VideoWriter(preview_path, 2 * size, size, audio=audio_path) if preview_path else None

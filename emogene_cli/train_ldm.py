@@ -73,10 +73,11 @@ def scan_mead(data_dir: str | Path) -> list[MeadClip]:
     return clips
 
 
-def clip_landmarks(clip: MeadClip, store: Store) -> np.ndarray:
-    """``[T, 478, 3]`` landmarks (pixels) of a clip, cached in ``<store>/models/mead_cache``.
+def clip_track(clip: MeadClip, store: Store) -> tuple[np.ndarray, np.ndarray]:
+    """``[T, 478, 3]`` landmarks (pixels) and ``[T, 52]`` blendshapes of a clip, cached in ``<store>/models/mead_cache``.
 
-    The cache entry is reused only while the clip's size and modification time match.
+    The cache entry is reused only while the clip's size and modification time match and it
+    holds both arrays (entries of older versions, landmarks only, are recomputed).
 
     Raises:
         InputError: a face was found in fewer than half of the frames.
@@ -90,30 +91,64 @@ def clip_landmarks(clip: MeadClip, store: Store) -> np.ndarray:
     if cache.is_file():
         try:
             art = load_artifact(cache, what="MEAD landmark cache")
-            if art.metadata.get("source_stamp") == stamp:
-                return art.tensors["landmarks"]
+            if art.metadata.get("source_stamp") == stamp and "blendshapes" in art.tensors:
+                return art.tensors["landmarks"], art.tensors["blendshapes"]
         except Exception:
             pass  # a stale or broken cache entry is recomputed
     track = track_frames(read_frames(clip.path), store=store)
     found = float(np.mean(track.found)) if len(track.found) else 0.0
     if found < 0.5:
         raise InputError(f"a face was found in only {found:.0%} of frames", path=clip.path)
+    landmarks = track.landmarks.astype(np.float32)
+    blendshapes = track.blendshapes[track.found].astype(np.float32)
     save_artifact(
-        cache, {"landmarks": track.landmarks.astype(np.float32)}, producer="train-ldm",
+        cache, {"landmarks": landmarks, "blendshapes": blendshapes}, producer="train-ldm",
         params={"clip": str(clip.path)}, extra={"source_stamp": stamp},
     )
-    return track.landmarks
+    return landmarks, blendshapes
+
+
+def clip_landmarks(clip: MeadClip, store: Store) -> np.ndarray:
+    """``[T, 478, 3]`` landmarks (pixels) of a clip (:func:`clip_track`, cached)."""
+    return clip_track(clip, store)[0]
 
 
 def actor_motions(landmarks: dict[MeadClip, np.ndarray]) -> dict[MeadClip, np.ndarray]:
-    """68-point motion ``[T, 68, 3]`` of each clip of ONE actor, relative to the actor's neutral mean shape."""
+    """Dense motion ``[T, 478, 3]`` of each clip of ONE actor, relative to the actor's neutral mean shape.
+
+    In inter-ocular units (:func:`geometry.dense_motion`); its 68-point subset
+    ``[:, geometry.LM68_FROM_LM478]`` is the motion the LDM works on.
+    """
     neutral = np.concatenate([lm for c, lm in landmarks.items() if c.emotion == "neutral"], 0)
     mean = geometry.mean_shape(neutral)
     iod = geometry.interocular_distance(mean)
     out = {}
     for clip, lm in landmarks.items():
         canon = geometry.to_canonical(lm, geometry.estimate_poses(lm, mean))
-        out[clip] = geometry.motion68(canon, mean, iod)
+        out[clip] = geometry.dense_motion(canon, mean, iod)
+    return out
+
+
+def real_blendshape_change(blendshapes: dict[MeadClip, np.ndarray]) -> np.ndarray:
+    """Per emotion, the actors' mean blendshapes on emotional clips minus those on their neutral clips.
+
+    Args:
+        blendshapes: ``[T, 52]`` per clip.
+
+    Returns:
+        ``[8, 52]`` float32 over :data:`EMOTIONS`, averaged over the actors that have the
+        emotion (rows of emotions no actor has, and ``neutral``, are zero).
+    """
+    out = np.zeros((len(EMOTIONS), 52), np.float32)
+    for k, emotion in enumerate(EMOTIONS):
+        changes = []
+        for actor in sorted({c.actor for c in blendshapes}):
+            neutral = [b for c, b in blendshapes.items() if c.actor == actor and c.emotion == "neutral"]
+            emo = [b for c, b in blendshapes.items() if c.actor == actor and c.emotion == emotion]
+            if neutral and emo and emotion != "neutral":
+                changes.append(np.concatenate(emo).mean(0) - np.concatenate(neutral).mean(0))
+        if changes:
+            out[k] = np.mean(changes, 0)
     return out
 
 
@@ -201,6 +236,8 @@ class LDMReport:
     epochs: int
     val_error: dict[str, float]
     baseline_error: dict[str, float]
+    real_size: dict[str, float]  # mean |time-averaged displacement| over the 68 points, real pairs
+    predicted_size: dict[str, float]  # the same of the LDM's prediction on the same validation frames
     path: Path
 
 
@@ -223,16 +260,20 @@ def train_ldm(
     """
     clips = scan_mead(data_dir)
     landmarks: dict[MeadClip, np.ndarray] = {}
+    blendshapes: dict[MeadClip, np.ndarray] = {}
     for i, clip in enumerate(clips):
         if progress:
             progress("landmarks", i, len(clips))
-        landmarks[clip] = clip_landmarks(clip, store)
+        landmarks[clip], blendshapes[clip] = clip_track(clip, store)
     if progress:
         progress("landmarks", len(clips), len(clips))
-    motions: dict[MeadClip, np.ndarray] = {}
+    dense: dict[MeadClip, np.ndarray] = {}
     for actor in sorted({c.actor for c in clips}):
-        motions.update(actor_motions({c: lm for c, lm in landmarks.items() if c.actor == actor}))
+        dense.update(actor_motions({c: lm for c, lm in landmarks.items() if c.actor == actor}))
+    motions = {c: m[:, geometry.LM68_FROM_LM478] for c, m in dense.items()}
     data = build_pairs(motions)
+    all_dense = np.concatenate(list(dense.values()))
+    lift, _ = geometry.fit_lift(all_dense[:, geometry.LM68_FROM_LM478], all_dense)
 
     torch.manual_seed(seed)
     model = LandmarkDeformationModel(LDMConfig()).to(device)
@@ -259,7 +300,9 @@ def train_ldm(
             progress("train", epoch + 1, epochs)
 
     model.eval()
-    val_error, baseline_error = {}, {}
+    model.lift.copy_(torch.as_tensor(lift, dtype=torch.float32))
+    model.real_blendshape_change.copy_(torch.from_numpy(real_blendshape_change(blendshapes)))
+    val_error, baseline_error, real_size, predicted_size = {}, {}, {}, {}
     with torch.no_grad():
         for k, name in enumerate(EMOTIONS):
             sel = data.is_val & (data.emotion == k)
@@ -270,6 +313,9 @@ def train_ldm(
             target = data.displacement[sel]
             val_error[name] = float(np.sqrt(np.mean(np.sum((pred - target) ** 2, -1))))
             baseline_error[name] = float(np.sqrt(np.mean(np.sum(target ** 2, -1))))
+            # the emotion's lasting shape: the time-averaged displacement, mean over the 68 points
+            real_size[name] = float(np.linalg.norm(target.mean(0), axis=-1).mean())
+            predicted_size[name] = float(np.linalg.norm(pred.mean(0), axis=-1).mean())
     actors = sorted({c.actor for c in clips})
     path = save_model(
         store.ldm_path, model.cpu(), model.config, producer="train-ldm",
@@ -277,5 +323,6 @@ def train_ldm(
     )
     return LDMReport(
         clips=len(clips), actors=actors, pairs=len(data.pairs), train_frames=int(tr.sum()), val_frames=int(data.is_val.sum()),
-        epochs=epochs, val_error=val_error, baseline_error=baseline_error, path=path,
+        epochs=epochs, val_error=val_error, baseline_error=baseline_error, real_size=real_size,
+        predicted_size=predicted_size, path=path,
     )

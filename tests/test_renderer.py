@@ -165,7 +165,6 @@ def test_render_image_matches_render_rays():
 def test_empty_occupancy_grid_renders_no_head():
     model, _ = _tiny_model()
     model.occupied.zero_()
-    model.refresh_reachable()
     out = model.render_image(_pose(t=(16.0, 16.0, 0.0))[0], torch.zeros(478, 3), torch.rand(32, 32, 3))
     assert torch.all(out["head_alpha"] == 0)
     with pytest.raises(MismatchError):

@@ -40,8 +40,13 @@ def figures_table(figures: dict[str, Any], reference: dict[str, float]) -> Table
         if emotion == "neutral":
             continue
         deltas = ", ".join(f"{k} {v:+.3f}" for k, v in info.get("deltas", {}).items())
+        if "strength" in info:
+            table.add_row("emotion", f"{emotion} strength (recognised as {info.get('recognised_as')})", _value(info["strength"]), "")
         table.add_row("emotion", f"{emotion} score", _value(info.get("score")), "")
         table.add_row("", f"  {deltas}", f"face {info['face_found']:.0%}", "")
+    if "strength_median" in emo:
+        table.add_row("emotion", "strength median / lowest", f"{_value(emo['strength_median'])} / {_value(emo['strength_min'])}", "")
+        table.add_row("emotion", "recognised", f"{emo['recognised']} of {emo['measured']}", "")
     if "lipsync_corr_neutral" in emo:
         table.add_row("emotion", "lipsync_corr_neutral", _value(emo["lipsync_corr_neutral"]), "")
         table.add_row("emotion", "lipsync_lag_neutral", _value(emo["lipsync_lag_neutral"]), "")
@@ -64,7 +69,8 @@ def evaluate_command(
 
     Renders the held-out frames (ground-truth and audio-driven motion), a few seconds per
     emotion and a clip with silence; reports PSNR, SSIM, M-LMD/F-LMD, the lip-sync
-    correlation, blendshape changes per emotion and idle head-pose velocity/acceleration.
+    correlation, the emotion strength per emotion (rendered blendshape change projected on the
+    real MEAD actors' change; 1.0 = a real actor) and idle head-pose velocity/acceleration.
     """
     from ..evaluate import PAPER_REFERENCE, evaluate_identity
 

@@ -34,8 +34,11 @@ def train_ldm_command(
     table.add_column("emotion")
     table.add_column("LDM error", justify="right")
     table.add_column("no-deformation error", justify="right")
+    table.add_column("mean displacement, real", justify="right")
+    table.add_column("predicted", justify="right")
     for name, err in report.val_error.items():
-        table.add_row(name, f"{err:.4f}", f"{report.baseline_error[name]:.4f}")
+        table.add_row(name, f"{err:.4f}", f"{report.baseline_error[name]:.4f}", f"{report.real_size[name]:.4f}",
+                      f"{report.predicted_size[name]:.4f}")
     console.print(table)
     console.print(
         f"{report.clips} clips of {len(report.actors)} actors ({', '.join(report.actors)}), {report.pairs} pairs, "

@@ -25,6 +25,8 @@ from torch import nn
 from ..emotions import EMOTIONS
 
 MOTION_DIM = 68 * 3
+DENSE_DIM = 478 * 3
+BLENDSHAPES = 52
 NEUTRAL = EMOTIONS.index("neutral")
 
 
@@ -38,11 +40,25 @@ class LDMConfig:
 
 
 class LandmarkDeformationModel(nn.Module):
-    """MLP ``[neutral motion (204), emotion embedding (16)] -> displacement (204)``."""
+    """MLP ``[neutral motion (204), emotion embedding (16)] -> displacement (204)``.
+
+    Beside the MLP, two buffers measured on the same MEAD data by ``train-ldm``:
+
+    * ``lift [1434, 204]``: a ridge-regression map from a 68-point displacement to all 478
+      MediaPipe points fitted on the actors' emotional and
+      neutral frames (:func:`~emogene_cli.geometry.fit_lift`; apply it with
+      :func:`~emogene_cli.geometry.apply_lift`), so that the renderer, which is driven by the
+      dense face mesh, sees the whole face move (cheeks, eyelids, the lips between the 68 points);
+    * ``real_blendshape_change [8, 52]``: per emotion, the real actors' mean MediaPipe
+      blendshapes on their emotional clips minus those on their neutral clips, the yardstick
+      of ``evaluate``'s emotion strength (1.0 = as strong as a real actor).
+    """
 
     def __init__(self, config: LDMConfig) -> None:
         super().__init__()
         self.config = config
+        self.register_buffer("lift", torch.zeros(DENSE_DIM, MOTION_DIM))
+        self.register_buffer("real_blendshape_change", torch.zeros(config.num_emotions, BLENDSHAPES))
         self.embedding = nn.Embedding(config.num_emotions, config.embedding)
         self.mlp = nn.Sequential(
             nn.Linear(MOTION_DIM + config.embedding, config.hidden),

@@ -39,7 +39,7 @@ class RendererConfig:
     deform_falloff: float = 0.12  # displacement fades with the distance to the nearest landmark
     deform_neighbours: int = 8  # candidate landmarks per point (nearest in the mean shape)
     deform_grid: int = 32  # cells per axis of the candidate table
-    deform_reach: float = 0.12  # largest displacement expected; widens the occupancy test of observed points
+    deform_reach: float = 0.4  # largest displacement expected (an open jaw): where the deformation is computed
     # head field
     plane_resolutions: tuple[int, ...] = (32, 64, 128)
     plane_features: int = 8  # channels per plane and level

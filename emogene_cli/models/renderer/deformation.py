@@ -9,12 +9,19 @@ observed head is mapped back into the canonical head by the blended displacement
 landmarks near it, fading away from the face::
 
     q_canonical = q - f(q) Σ_i w_i(q) d_i,
-    w_i(q) = softmax_i(-|q - c_i|² / 2σ²),          f(q) = exp(-min_i |q - c_i|² / 2ρ²)
+    w_i(q) = softmax_i(-|P(q - c_i)|² / 2σ²),       f(q) = exp(-max(0, min_i |P(q - c_i)| - ρ)² / 2ρ²)
+
+where ``P`` keeps the head frame's x and y (the face's plane) and drops its depth: the
+deformation is extruded along the head's depth axis. Talking-head video sees the face from
+the front, which fixes a colour along each line of sight but hardly its depth, so the NeRF
+may put the lips' colour a little in front of or behind the tracked mesh; an extruded
+deformation moves the whole line of sight with the landmark, wherever the density sits.
 
 This follows INSTA (Zielon et al., CVPR 2023), which moves each ray sample into a canonical
 space through the nearest triangle of the tracked FLAME mesh; here the mesh is MediaPipe's
 and the nearest-triangle frame is replaced by a soft nearest-landmark blend (σ), with a
-fall-off (ρ) so that hair, ears and the back of the head stay rigid. Because the weights are
+fall-off (full displacement within ρ of the mesh, Gaussian beyond) so that hair, ears and the
+back of the head stay rigid. Because the weights are
 computed at the *observed* landmark positions, an expression never seen in training (a broad
 smile, raised brows) still moves the rendered geometry where the landmarks say.
 
@@ -83,21 +90,46 @@ class LandmarkDeformation(nn.Module):
         g, k = config.deform_grid, min(config.deform_neighbours, FACE_MESH_POINTS)
         axes = [lo[a] + (np.arange(g) + 0.5) * (hi[a] - lo[a]) / g for a in range(3)]
         centres = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
-        dist, idx = cKDTree(ms).query(centres, k=k)
+        dist, idx = cKDTree(ms[:, :2]).query(centres[:, :2], k=k)
         # cells whose points are all too far from the face for any displacement to reach them
-        cell_radius = 0.5 * float(np.linalg.norm((hi - lo) / g))
-        reach = (3.0 * config.deform_falloff + config.deform_reach) * iod + cell_radius
+        cell_radius = 0.5 * float(np.linalg.norm((hi - lo)[:2] / g))
+        reach = (4.0 * config.deform_falloff + config.deform_reach) * iod + cell_radius
         self.grid = g
         self.inv_two_sigma2 = 1.0 / (2.0 * (config.deform_sigma * iod) ** 2)
-        self.inv_two_rho2 = 1.0 / (2.0 * (config.deform_falloff * iod) ** 2)
+        self.rho = config.deform_falloff * iod
+        self.inv_two_rho2 = 1.0 / (2.0 * self.rho ** 2)
         self.register_buffer("control", torch.tensor(ms, dtype=torch.float32), persistent=False)
         self.register_buffer("candidates", torch.as_tensor(idx.reshape(-1, k), dtype=torch.long), persistent=False)
         self.register_buffer("near", torch.as_tensor(dist.reshape(-1, k)[:, 0] < reach), persistent=False)
         self.register_buffer("lo", torch.tensor(lo, dtype=torch.float32), persistent=False)
         self.register_buffer("cell", torch.tensor((hi - lo) / g, dtype=torch.float32), persistent=False)
 
+    def _candidates(self, q: Tensor) -> tuple[Tensor, Tensor]:
+        """``q [N, 3]`` -> candidate landmark indices ``[N, k]`` of its cell and whether the cell is near the face ``[N]``."""
+        g = self.grid
+        cell = ((q - self.lo) / self.cell).long().clamp(0, g - 1)
+        flat = (cell[:, 0] * g + cell[:, 1]) * g + cell[:, 2]
+        return self.candidates[flat], self.near[flat]
+
+    def _blend(self, q: Tensor, cand: Tensor, disp: Tensor, frame: Tensor | None, *, fade: bool = True) -> Tensor:
+        """Blended (and faded) displacement ``[M, 3]`` at ``q [M, 3]`` from candidates ``[M, k]``."""
+        d = disp[0][cand] if frame is None else disp[frame[:, None], cand]  # [M, k, 3]
+        dist2 = (q[:, None, :2] - self.control[cand, :2] - d[..., :2]).pow(2).sum(-1)  # [M, k], in the face plane
+        w = torch.softmax(dist2 * -self.inv_two_sigma2, -1)
+        blended = torch.einsum("mk,mkc->mc", w, d)
+        if not fade:
+            return blended
+        beyond = (dist2.amin(-1).sqrt() - self.rho).clamp_min(0.0)
+        return blended * torch.exp(-beyond * beyond * self.inv_two_rho2)[:, None]
+
     def forward(self, q: Tensor, displacement: Tensor, frame: Tensor | None = None) -> Tensor:
         """Map observed head-frame points into the canonical head.
+
+        Two passes: the first blends the displacements of the candidate landmarks of the
+        observed point's cell (no fall-off: they may all be a large displacement away); the
+        second takes its candidates from the cell of that first estimate of the canonical
+        point, where the point's own landmarks are, so that large displacements (an open jaw)
+        are exact too, and applies the fall-off.
 
         Args:
             q: ``[N, 3]`` observed points (head frame).
@@ -109,18 +141,13 @@ class LandmarkDeformation(nn.Module):
             ``[N, 3]`` canonical points. No gradient flows into ``displacement``.
         """
         with torch.no_grad():
-            g = self.grid
-            cell = ((q - self.lo) / self.cell).long().clamp(0, g - 1)
-            flat = (cell[:, 0] * g + cell[:, 1]) * g + cell[:, 2]
-            sel = self.near[flat].nonzero()[:, 0]  # points near enough to the face to move
+            cand, near = self._candidates(q)
+            sel = near.nonzero()[:, 0]  # points near enough to the face to move
             if sel.numel() == 0:
                 return q.clone()
-            qs = q[sel]
-            cand = self.candidates[flat[sel]]  # [M, k]
+            qs, cand = q[sel], cand[sel]
             disp = displacement[:, :FACE_MESH_POINTS]
-            d = disp[0][cand] if frame is None else disp[frame[sel, None], cand]  # [M, k, 3]
-            dist2 = (qs[:, None, :] - self.control[cand] - d).pow(2).sum(-1)  # [M, k]
-            w = torch.softmax(dist2.mul_(-self.inv_two_sigma2), -1)  # dist2 now holds -|q - c|² / 2σ²
-            fade = torch.exp(dist2.amax(-1) * (self.inv_two_rho2 / self.inv_two_sigma2))
-            moved = qs - torch.einsum("mk,mkc->mc", w, d) * fade[:, None]
+            fs = None if frame is None else frame[sel]
+            first = qs - self._blend(qs, cand, disp, fs, fade=False)
+            moved = qs - self._blend(qs, self._candidates(first)[0], disp, fs)
             return q.index_copy(0, sel, moved)

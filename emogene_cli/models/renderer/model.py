@@ -67,6 +67,8 @@ class TalkingHeadRenderer(nn.Module):
         iod: the mean shape's inter-ocular distance (its units); dense motion is in units of it.
         feature_mean, feature_std: ``[8]`` statistics of :func:`.deformation.expression_features`
             of the training motion, used to normalise the expression code.
+        feature_min, feature_max: ``[8]`` the training range of those features; the code never
+            sees values outside it (an unseen expression is the deformation's job).
         pose_mean, pose_std: ``[7]`` statistics of the training poses as
             :func:`~emogene_cli.geometry.pose_to_vector` (defaults 0 and 1).
 
@@ -86,6 +88,8 @@ class TalkingHeadRenderer(nn.Module):
         feature_std: np.ndarray | Tensor | None = None,
         pose_mean: np.ndarray | Tensor | None = None,
         pose_std: np.ndarray | Tensor | None = None,
+        feature_min: np.ndarray | Tensor | None = None,
+        feature_max: np.ndarray | Tensor | None = None,
     ) -> None:
         super().__init__()
         self.config = config
@@ -102,20 +106,18 @@ class TalkingHeadRenderer(nn.Module):
         self.register_buffer("feature_mean", _float32(np.zeros(n_feat) if feature_mean is None else feature_mean).reshape(n_feat))
         f_std = _float32(np.ones(n_feat) if feature_std is None else feature_std).reshape(n_feat)
         self.register_buffer("feature_std", f_std.clamp_min(1e-3))
+        self.register_buffer("feature_min", _float32(np.full(n_feat, -np.inf) if feature_min is None else feature_min).reshape(n_feat))
+        self.register_buffer("feature_max", _float32(np.full(n_feat, np.inf) if feature_max is None else feature_max).reshape(n_feat))
         self.register_buffer("pose_mean", _float32(np.zeros(7) if pose_mean is None else pose_mean).reshape(7))
         pose_std = _float32(np.ones(7) if pose_std is None else pose_std).reshape(7)
         self.register_buffer("pose_std", pose_std.clamp_min(1e-4))
         g = config.occupancy_resolution
         self.register_buffer("occupancy", torch.zeros(g, g, g))  # running max of the density per cell
         self.register_buffer("occupied", torch.ones(g, g, g, dtype=torch.bool))
-        # where an *observed* point may fall into an occupied canonical cell: `occupied`
-        # dilated by the largest expected displacement (derived, rebuilt with the grid)
-        self.register_buffer("reachable", torch.ones(g, g, g, dtype=torch.bool), persistent=False)
         half = (hi - lo) / 2
         # nominal sample length (normalised units) of a ray crossing the box along z
         nominal = float(half[2] / half.max()) * 2.0 / config.n_samples
         self.sigma_threshold = -math.log(1.0 - config.occupancy_threshold) / nominal
-        self.reach_cells = tuple(int(math.ceil(config.deform_reach * iod_value / (2 * h / g))) for h in half)
         self.deformation = LandmarkDeformation(ms, lo, hi, iod_value, config)
         self.code = nn.Linear(n_feat, config.code_dim)
         self.head = HeadField(config)
@@ -125,12 +127,13 @@ class TalkingHeadRenderer(nn.Module):
     def motion_code(self, motion: Tensor) -> Tensor:
         """Dense motion ``[B, 478, 3]`` (inter-ocular units) -> expression code ``[B, K]``.
 
-        The code sees only mouth opening and eyelid features, normalised by the training
-        statistics and clipped to ±4 standard deviations, so that it cannot carry a whole
-        expression: the deformation does that.
+        The code sees only mouth opening and eyelid features, clipped to their training range
+        and normalised by the training statistics, so that it cannot carry a whole expression
+        and never extrapolates: an unseen expression is the deformation's job.
         """
-        z = (expression_features(motion.to(self.feature_mean.dtype)) - self.feature_mean) / self.feature_std
-        return torch.tanh(self.code(z.clamp(-4.0, 4.0)))
+        f = expression_features(motion.to(self.feature_mean.dtype))
+        f = torch.maximum(torch.minimum(f, self.feature_max), self.feature_min)
+        return torch.tanh(self.code((f - self.feature_mean) / self.feature_std))
 
     def normalise_pose(self, pose_vec: Tensor) -> Tensor:
         """``[B, 7]`` pose vectors (:func:`geometry.pose_to_vector`) -> normalised ``[B, 7]``."""
@@ -149,21 +152,11 @@ class TalkingHeadRenderer(nn.Module):
         return (q - centre) / half
 
     # ---- occupancy grid -----------------------------------------------------------------
-    def _cells(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        g = self.config.occupancy_resolution
-        cell = ((x + 1.0) * (g / 2.0)).long().clamp(0, g - 1)
-        return cell[..., 0], cell[..., 1], cell[..., 2]
-
     def is_occupied(self, x: Tensor) -> Tensor:
         """``x [..., 3]`` canonical box coordinates -> ``[...]`` bool: the cell may hold density."""
-        return self.occupied[self._cells(x)]
-
-    def refresh_reachable(self) -> None:
-        """Rebuild :attr:`reachable` from :attr:`occupied` (dilation by ``config.deform_reach``)."""
-        r = self.reach_cells
-        occ = self.occupied.float()[None, None]
-        grown = F.max_pool3d(occ, tuple(2 * k + 1 for k in r), stride=1, padding=r)[0, 0] > 0
-        self.reachable.copy_(grown)
+        g = self.config.occupancy_resolution
+        cell = ((x + 1.0) * (g / 2.0)).long().clamp(0, g - 1)
+        return self.occupied[cell[..., 0], cell[..., 1], cell[..., 2]]
 
     @torch.no_grad()
     def update_occupancy(self, codes: Tensor, *, decay: float = 0.95, samples: int = 1,
@@ -194,12 +187,11 @@ class TalkingHeadRenderer(nn.Module):
         self.occupancy.copy_(torch.maximum(self.occupancy * decay, value.reshape(g, g, g)))
         occ = (self.occupancy > self.sigma_threshold).float()[None, None]
         self.occupied.copy_(F.max_pool3d(occ, 3, stride=1, padding=1)[0, 0] > 0)
-        self.refresh_reachable()
         return float(self.occupied.float().mean())
 
     # ---- rendering ----------------------------------------------------------------------
     def _query(self, q: Tensor, code: Tensor, displacement: Tensor, frame: Tensor | None) -> tuple[Tensor, Tensor]:
-        """The head field at observed samples: occupancy test, deformation, canonical field.
+        """The head field at observed samples: deformation into the canonical head, occupancy test, field.
 
         Args:
             q: ``[H, S, 3]`` observed samples (head frame); code: ``[H|1, K]``;
@@ -207,17 +199,16 @@ class TalkingHeadRenderer(nn.Module):
             frame: ``[H]`` long frame of each ray (None: frame 0 for all).
 
         Returns:
-            ``sigma [H, S]`` and ``rgb [H, S, 3]`` (zero where no occupied cell is in reach).
+            ``sigma [H, S]`` and ``rgb [H, S, 3]`` (zero where the canonical cell is empty).
         """
         n_rays, n_s = q.shape[:2]
-        keep = self.reachable[self._cells(self.normalise_points(q))].reshape(-1).nonzero()[:, 0]  # [N]
+        flat_frame = None if frame is None else frame.repeat_interleave(n_s)
+        x = self.normalise_points(self.deformation(q.reshape(-1, 3), displacement, flat_frame)).clamp(-1, 1)
+        keep = self.is_occupied(x).nonzero()[:, 0]  # [N] flat sample indices
         if keep.numel() == 0:
             return q.new_zeros(n_rays, n_s), q.new_zeros(n_rays, n_s, 3)
-        ray = keep // n_s
-        q_can = self.deformation(q.reshape(-1, 3)[keep], displacement, None if frame is None else frame[ray])
-        x = self.normalise_points(q_can).clamp(-1, 1)
-        code_p = code.expand(keep.shape[0], -1) if code.shape[0] == 1 else code[ray]
-        sig, col = self.head(x, code_p)
+        code_p = code.expand(keep.shape[0], -1) if code.shape[0] == 1 else code[keep // n_s]
+        sig, col = self.head(x[keep], code_p)
         sigma = q.new_zeros(n_rays * n_s).index_copy(0, keep, sig).reshape(n_rays, n_s)
         rgb = q.new_zeros(n_rays * n_s, 3).index_copy(0, keep, col).reshape(n_rays, n_s, 3)
         return sigma, rgb
@@ -254,7 +245,7 @@ class TalkingHeadRenderer(nn.Module):
     ) -> dict[str, Tensor]:
         """Volume-render the head along pixel rays.
 
-        Samples out of reach of any occupied canonical cell are skipped (density 0). With
+        Samples whose canonical position lies in an empty cell are skipped (density 0). With
         autograd off (inference), rays also stop early once nearly opaque (:meth:`_march`).
 
         Args:
@@ -458,9 +449,9 @@ class TalkingHeadRenderer(nn.Module):
             raise MismatchError(exc.message, path=path) from exc
         t = art.tensors
         try:
-            model = cls(config, t["mean_shape"], t["iod"], t["feature_mean"], t["feature_std"], t["pose_mean"], t["pose_std"])
+            model = cls(config, t["mean_shape"], t["iod"], t["feature_mean"], t["feature_std"], t["pose_mean"], t["pose_std"],
+                        t["feature_min"], t["feature_max"])
             model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in t.items()}, strict=True)
-            model.refresh_reachable()
         except (KeyError, RuntimeError) as exc:
             raise MismatchError(f"renderer weights do not fit its config ({exc}); a renderer from an older "
                                 "version must be fitted again (emogene fit-identity NAME)", path=path) from exc
