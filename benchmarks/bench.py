@@ -120,22 +120,25 @@ def stage_render(home: str, name: str, resolution: int, which: str, device: str,
     import numpy as np
     import torch
 
-    from emogene_cli.models.renderer import RendererConfig, TalkingHeadRenderer
+    from emogene_cli.geometry import dense_motion
+    from emogene_cli.models.renderer import RendererConfig, TalkingHeadRenderer, expression_features
     from emogene_cli.preprocess import load_identity
     from emogene_cli.store import Store
 
     store = Store(home)
     data = load_identity(store, name, size=resolution, with_images=False)
+    dense = dense_motion(data.canonical, data.mean_shape, data.iod)
     if which == "identity":
         model = TalkingHeadRenderer.load(store.renderer_path(name), device=device)
     else:
         cfg = dataclasses.replace(RendererConfig.preset(which), resolution=resolution)
-        motion = data.motion.reshape(len(data.motion), -1)
+        feats = expression_features(torch.from_numpy(dense)).numpy()
         pv = TalkingHeadRenderer.pose_vectors(torch.as_tensor(np.asarray(data.poses, np.float64))).numpy()
         torch.manual_seed(0)
-        model = TalkingHeadRenderer(cfg, data.mean_shape, motion.mean(0), motion.std(0), pv.mean(0), pv.std(0)).to(device)
+        model = TalkingHeadRenderer(cfg, data.mean_shape, data.iod, feats.mean(0), feats.std(0), pv.mean(0), pv.std(0),
+                                    feats.min(0), feats.max(0)).to(device)
     n = min(frames, len(data.poses))
-    poses, motion = data.poses[:n], data.motion[:n]
+    poses, motion = data.poses[:n], dense[:n]
 
     def sync() -> None:
         if device.startswith("cuda"):

@@ -106,6 +106,20 @@ def test_emotion_reaches_the_face(chain):
     assert brow_rise > 0.01, brow_rise
     # and the neutral emotion leaves the face alone
     np.testing.assert_array_equal(ldm.deform(neutral, EMOTIONS.index("neutral")).numpy(), base)
+    # the real actors' blendshape change (the yardstick of evaluate's emotion strength): they smile when happy
+    from emogene_cli.face import BLENDSHAPE_NAMES
+    from emogene_cli.geometry import LM68_FROM_LM478, apply_lift
+
+    real = ldm.real_blendshape_change.numpy()
+    smile = [BLENDSHAPE_NAMES.index(n) for n in ("mouthSmileLeft", "mouthSmileRight")]
+    assert real[EMOTIONS.index("happy"), smile].mean() > 0.1
+    assert not real[EMOTIONS.index("neutral")].any()
+    # the dense lift spreads a happy displacement over the cheeks around the mouth corners
+    disp = happy - base
+    dense = apply_lift(disp, ldm.lift.numpy())
+    np.testing.assert_allclose(dense[:, LM68_FROM_LM478], disp, atol=1e-6)
+    cheeks = [205, 425]  # MediaPipe cheek points beside the mouth corners, not among the 68
+    assert (np.abs(dense[:, cheeks]).sum(-1) > 0.005).all()
 
 
 def _frames_and_audio(path: Path) -> tuple[int, tuple[int, int], bool]:

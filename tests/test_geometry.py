@@ -66,3 +66,18 @@ def test_mean_shape_is_pose_invariant():
 def test_lm68_subset_is_68_unique_points():
     assert len(g.LM68_FROM_LM478) == 68 and len(set(g.LM68_FROM_LM478.tolist())) == 68
     assert g.LM68_FROM_LM478.max() < 478
+
+
+def test_lift_recovers_a_linear_dense_map_and_keeps_the_68_points():
+    rng = np.random.default_rng(0)
+    sparse = rng.normal(size=(400, 68, 3)).astype(np.float32)
+    true_w = rng.normal(size=(478 * 3, 68 * 3)) * 0.1
+    dense = (sparse.reshape(400, -1) @ true_w.T + 0.5).reshape(400, 478, 3)
+    dense[:, g.LM68_FROM_LM478] = sparse
+    w, b = g.fit_lift(sparse, dense, ridge=1e-6)
+    test = rng.normal(size=(5, 68, 3)).astype(np.float32)
+    out = g.apply_lift(test, w, b)
+    expect = (test.reshape(5, -1) @ true_w.T + 0.5).reshape(5, 478, 3)
+    keep = np.setdiff1d(np.arange(478), g.LM68_FROM_LM478)
+    np.testing.assert_allclose(out[:, keep], expect[:, keep], atol=1e-3)
+    np.testing.assert_array_equal(out[:, g.LM68_FROM_LM478], test)

@@ -177,3 +177,22 @@ def test_blendshape_deltas_score_the_relevant_blendshapes():
     assert math.isnan(metrics.blendshape_deltas(happy, neutral, BLENDSHAPE_NAMES, "neutral")["score"])
     assert set(metrics.EMOTION_BLENDSHAPES) | {"neutral"} == set(EMOTIONS)
     assert all(n in BLENDSHAPE_NAMES for names in metrics.EMOTION_BLENDSHAPES.values() for n in names)
+
+
+def test_emotion_strength_is_zero_for_identical_clips_and_the_ratio_for_a_known_change():
+    rng = np.random.default_rng(0)
+    real = np.zeros(52)
+    real[[23, 24]] = 0.4  # e.g. mouthSmile left / right of a real actor
+    clip = rng.uniform(0, 1, size=(30, 52))
+    assert metrics.emotion_strength(clip.mean(0) - clip.mean(0), real) == 0.0
+    assert metrics.emotion_strength(0.25 * real, real) == pytest.approx(0.25)
+    other = np.zeros(52)
+    other[5] = 0.3  # a change orthogonal to the real one does not count
+    assert metrics.emotion_strength(0.5 * real + other, real) == pytest.approx(0.5)
+    assert np.isnan(metrics.emotion_strength(real, np.zeros(52)))
+
+
+def test_nearest_emotion_picks_the_most_similar_real_change():
+    real = {"happy": np.eye(52)[23] + np.eye(52)[24], "surprised": np.eye(52)[2] + np.eye(52)[20], "sad": np.eye(52)[0]}
+    assert metrics.nearest_emotion(0.1 * real["surprised"] + 0.01 * real["happy"], real) == "surprised"
+    assert metrics.nearest_emotion(np.zeros(52), real) is None
