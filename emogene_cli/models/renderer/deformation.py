@@ -26,17 +26,23 @@ computed at the *observed* landmark positions, an expression never seen in train
 smile, raised brows) still moves the rendered geometry where the landmarks say.
 
 For speed only the ``k`` landmarks nearest to the point's cell in the mean shape are
-candidates (a table over a ``g^3`` grid of the head box, built once with a k-d tree), so the
-cost per sample is ``O(k)``, not ``O(468)``.
+candidates (a table over a ``g x g`` grid of the head box's face plane, built once with a k-d
+tree), so the cost per point is ``O(k)``, not ``O(468)``. Because the deformation does not
+depend on depth, rendering a frame evaluates it once on a ``m x m`` grid of the face plane
+(:meth:`LandmarkDeformation.displacement_map`) and samples that map bilinearly at every ray
+sample (:meth:`LandmarkDeformation.apply_map`); training evaluates it exactly per sample.
 
     deform = LandmarkDeformation(mean_shape, lo, hi, iod, RendererConfig.preset("quick"))
     q_canonical = deform(q [N, 3], displacement [F, 478, 3], frame [N])   # head-frame units
+    dmap = deform.displacement_map(displacement[0])                       # [3, m, m], one frame
+    q_canonical = deform.apply_map(q [N, 3], dmap)
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from scipy.spatial import cKDTree
 from torch import Tensor, nn
 
@@ -88,9 +94,9 @@ class LandmarkDeformation(nn.Module):
         ms = np.asarray(mean_shape, dtype=np.float64)[:FACE_MESH_POINTS]
         lo, hi = np.asarray(box_lo, np.float64), np.asarray(box_hi, np.float64)
         g, k = config.deform_grid, min(config.deform_neighbours, FACE_MESH_POINTS)
-        axes = [lo[a] + (np.arange(g) + 0.5) * (hi[a] - lo[a]) / g for a in range(3)]
-        centres = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
-        dist, idx = cKDTree(ms[:, :2]).query(centres[:, :2], k=k)
+        axes = [lo[a] + (np.arange(g) + 0.5) * (hi[a] - lo[a]) / g for a in range(2)]
+        centres = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 2)  # cell (ix, iy) at ix * g + iy
+        dist, idx = cKDTree(ms[:, :2]).query(centres, k=k)
         # cells whose points are all too far from the face for any displacement to reach them
         cell_radius = 0.5 * float(np.linalg.norm((hi - lo)[:2] / g))
         reach = (4.0 * config.deform_falloff + config.deform_reach) * iod + cell_radius
@@ -101,14 +107,16 @@ class LandmarkDeformation(nn.Module):
         self.register_buffer("control", torch.tensor(ms, dtype=torch.float32), persistent=False)
         self.register_buffer("candidates", torch.as_tensor(idx.reshape(-1, k), dtype=torch.long), persistent=False)
         self.register_buffer("near", torch.as_tensor(dist.reshape(-1, k)[:, 0] < reach), persistent=False)
-        self.register_buffer("lo", torch.tensor(lo, dtype=torch.float32), persistent=False)
-        self.register_buffer("cell", torch.tensor((hi - lo) / g, dtype=torch.float32), persistent=False)
+        self.register_buffer("lo", torch.tensor(lo[:2], dtype=torch.float32), persistent=False)
+        self.register_buffer("hi", torch.tensor(hi[:2], dtype=torch.float32), persistent=False)
+        self.register_buffer("cell", torch.tensor((hi - lo)[:2] / g, dtype=torch.float32), persistent=False)
+        self.map_size = config.deform_map
 
     def _candidates(self, q: Tensor) -> tuple[Tensor, Tensor]:
         """``q [N, 3]`` -> candidate landmark indices ``[N, k]`` of its cell and whether the cell is near the face ``[N]``."""
         g = self.grid
-        cell = ((q - self.lo) / self.cell).long().clamp(0, g - 1)
-        flat = (cell[:, 0] * g + cell[:, 1]) * g + cell[:, 2]
+        cell = ((q[:, :2] - self.lo) / self.cell).long().clamp(0, g - 1)
+        flat = cell[:, 0] * g + cell[:, 1]
         return self.candidates[flat], self.near[flat]
 
     def _blend(self, q: Tensor, cand: Tensor, disp: Tensor, frame: Tensor | None, *, fade: bool = True) -> Tensor:
@@ -151,3 +159,34 @@ class LandmarkDeformation(nn.Module):
             first = qs - self._blend(qs, cand, disp, fs, fade=False)
             moved = qs - self._blend(qs, self._candidates(first)[0], disp, fs)
             return q.index_copy(0, sel, moved)
+
+    def displacement_map(self, displacement: Tensor) -> Tensor:
+        """The deformation of one frame sampled on an ``m x m`` grid of the face plane.
+
+        Args:
+            displacement: ``[478, 3]`` (or ``[1, 478, 3]``) landmark displacements (head-frame units).
+
+        Returns:
+            ``[3, m, m]``: the displacement ``q - q_canonical`` at the grid's vertices, which
+            span the head box in x (last axis) and y (middle axis), corners included.
+        """
+        m = self.map_size
+        ys = torch.linspace(float(self.lo[1]), float(self.hi[1]), m, device=self.lo.device)
+        xs = torch.linspace(float(self.lo[0]), float(self.hi[0]), m, device=self.lo.device)
+        gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+        q = torch.stack([gx, gy, torch.zeros_like(gx)], -1).reshape(-1, 3)
+        disp = displacement.reshape(1, -1, 3)
+        return (q - self(q, disp)).T.reshape(3, m, m)
+
+    def apply_map(self, q: Tensor, dmap: Tensor) -> Tensor:
+        """Map observed points into the canonical head with a :meth:`displacement_map` (bilinear).
+
+        Args:
+            q: ``[N, 3]`` observed points (head frame); dmap: ``[3, m, m]``.
+
+        Returns:
+            ``[N, 3]`` canonical points (points outside the box's face plane keep the map's border).
+        """
+        uv = (q[:, :2] - self.lo) / (self.hi - self.lo) * 2.0 - 1.0  # [-1, 1], x then y as grid_sample wants
+        d = F.grid_sample(dmap[None], uv[None, None], mode="bilinear", padding_mode="border", align_corners=True)
+        return q - d[0, :, 0].T

@@ -190,20 +190,27 @@ class TalkingHeadRenderer(nn.Module):
         return float(self.occupied.float().mean())
 
     # ---- rendering ----------------------------------------------------------------------
-    def _query(self, q: Tensor, code: Tensor, displacement: Tensor, frame: Tensor | None) -> tuple[Tensor, Tensor]:
+    def _query(self, q: Tensor, code: Tensor, displacement: Tensor | None, frame: Tensor | None,
+               dmap: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """The head field at observed samples: deformation into the canonical head, occupancy test, field.
 
         Args:
             q: ``[H, S, 3]`` observed samples (head frame); code: ``[H|1, K]``;
             displacement: ``[F, 478, 3]`` landmark displacements (head-frame units);
-            frame: ``[H]`` long frame of each ray (None: frame 0 for all).
+            frame: ``[H]`` long frame of each ray (None: frame 0 for all);
+            dmap: one frame's :meth:`.LandmarkDeformation.displacement_map`, used instead of
+                ``displacement`` when given (rendering).
 
         Returns:
             ``sigma [H, S]`` and ``rgb [H, S, 3]`` (zero where the canonical cell is empty).
         """
         n_rays, n_s = q.shape[:2]
-        flat_frame = None if frame is None else frame.repeat_interleave(n_s)
-        x = self.normalise_points(self.deformation(q.reshape(-1, 3), displacement, flat_frame)).clamp(-1, 1)
+        if dmap is not None:
+            q_can = self.deformation.apply_map(q.reshape(-1, 3), dmap)
+        else:
+            flat_frame = None if frame is None else frame.repeat_interleave(n_s)
+            q_can = self.deformation(q.reshape(-1, 3), displacement, flat_frame)
+        x = self.normalise_points(q_can).clamp(-1, 1)
         keep = self.is_occupied(x).nonzero()[:, 0]  # [N] flat sample indices
         if keep.numel() == 0:
             return q.new_zeros(n_rays, n_s), q.new_zeros(n_rays, n_s, 3)
@@ -214,8 +221,8 @@ class TalkingHeadRenderer(nn.Module):
         return sigma, rgb
 
     def _march(
-        self, q: Tensor, deltas: Tensor, code: Tensor, displacement: Tensor, frame: Tensor | None,
-        group: int = 8, min_transmittance: float = 1e-3,
+        self, q: Tensor, deltas: Tensor, code: Tensor, displacement: Tensor | None, frame: Tensor | None,
+        dmap: Tensor | None = None, group: int = 8, min_transmittance: float = 1e-3,
     ) -> tuple[Tensor, Tensor]:
         """Front-to-back volume rendering in groups of samples with early ray termination.
 
@@ -232,7 +239,7 @@ class TalkingHeadRenderer(nn.Module):
             if alive.numel() == 0:
                 break
             sig, col = self._query(q[alive, k:k + group], code if code.shape[0] == 1 else code[alive], displacement,
-                                   None if frame is None else frame[alive])
+                                   None if frame is None else frame[alive], dmap)
             out = volume_render(sig, col, deltas[alive, k:k + group])
             rgb[alive] += trans[alive, None] * out["rgb"]
             trans[alive] *= 1.0 - out["alpha"]
@@ -240,8 +247,8 @@ class TalkingHeadRenderer(nn.Module):
         return rgb, 1.0 - trans
 
     def render_head(
-        self, pixels: Tensor, poses: Tensor, code: Tensor, displacement: Tensor, frame: Tensor | None = None, *,
-        perturb: bool = False, generator: torch.Generator | None = None,
+        self, pixels: Tensor, poses: Tensor, code: Tensor, displacement: Tensor | None, frame: Tensor | None = None, *,
+        dmap: Tensor | None = None, perturb: bool = False, generator: torch.Generator | None = None,
     ) -> dict[str, Tensor]:
         """Volume-render the head along pixel rays.
 
@@ -251,7 +258,8 @@ class TalkingHeadRenderer(nn.Module):
         Args:
             pixels: ``[R, 2]`` pixel positions; poses: ``[R|1, 4, 4]``; code: ``[R|1, K]``;
             displacement: ``[F, 478, 3]`` landmark displacements (head-frame units);
-            frame: ``[R]`` long frame index of each ray into ``displacement`` (None: frame 0).
+            frame: ``[R]`` long frame index of each ray into ``displacement`` (None: frame 0);
+            dmap: one frame's displacement map, used instead of ``displacement`` when given.
 
         Returns:
             ``rgb [R, 3]`` (premultiplied), ``alpha [R]`` (rays that miss the box give 0);
@@ -276,11 +284,11 @@ class TalkingHeadRenderer(nn.Module):
         code_h = code if code.shape[0] == 1 else code[idx]
         frame_h = None if frame is None else frame[idx]
         if torch.is_grad_enabled():
-            sigma, col = self._query(q, code_h, displacement, frame_h)
+            sigma, col = self._query(q, code_h, displacement, frame_h, dmap)
             out = volume_render(sigma, col, deltas)
             weights = out["weights"]
         else:
-            out = dict(zip(("rgb", "alpha"), self._march(q, deltas, code_h, displacement, frame_h)))
+            out = dict(zip(("rgb", "alpha"), self._march(q, deltas, code_h, displacement, frame_h, dmap)))
             weights = q.new_zeros(0, self.config.n_samples)
         rgb = rgb.index_copy(0, idx, out["rgb"])
         alpha = alpha.index_copy(0, idx, out["alpha"])
@@ -358,7 +366,7 @@ class TalkingHeadRenderer(nn.Module):
         pose = pose.to(dev, torch.float32)[None]
         motion = motion.to(dev, torch.float32)[None]
         code = self.motion_code(motion)
-        displacement = motion * self.iod
+        dmap = self.deformation.displacement_map(motion * self.iod)  # the frame's deformation, once
         pv = self.normalise_pose(self.pose_vectors(pose))
         ys, xs = torch.meshgrid(torch.arange(h, device=dev), torch.arange(w, device=dev), indexing="ij")
         pixels = torch.stack([xs, ys], -1).reshape(-1, 2).to(torch.float32) + 0.5
@@ -370,7 +378,7 @@ class TalkingHeadRenderer(nn.Module):
         head_alpha = bg.new_zeros(h * w)
         for i in range(0, idx.numel(), chunk):
             sel = idx[i:i + chunk]
-            out = self.render_head(pixels[sel], pose, code, displacement)
+            out = self.render_head(pixels[sel], pose, code, None, dmap=dmap)
             head_rgb[sel] = out["rgb"]
             head_alpha[sel] = out["alpha"]
         uv = pixels / (self.config.resolution / 2.0) - 1.0
