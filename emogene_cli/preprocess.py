@@ -40,6 +40,7 @@ import numpy as np
 from . import geometry, media
 from .errors import EmogeneError, InputError, MismatchError, NotFoundError
 from .face import BLENDSHAPE_NAMES, FaceTracker, PersonSegmenter, TrackBuilder, TrackResult, track_frames
+from .interrupt import held, note_kept
 from .store import NAME_PATTERN, Store, load_artifact, save_artifact, validate_name
 
 FPS = media.FPS
@@ -579,8 +580,10 @@ def preprocess_video(
         }
         save_artifact(tmp_dataset, tensors, producer="preprocess", params=params, feature_kind=feats.kind, extra=extra)
         frames_dir = store.frames_dir(name)
-        _swap_in(work, frames_dir)
-        os.replace(tmp_dataset, store.dataset_path(name))
+        with held():  # frames and dataset are replaced together, a signal waits for both
+            _swap_in(work, frames_dir)
+            os.replace(tmp_dataset, store.dataset_path(name))
+            note_kept("dataset", f"identity dataset '{name}'", store.dataset_path(name), then="complete")
     finally:
         if work.exists():
             shutil.rmtree(work, ignore_errors=True)
