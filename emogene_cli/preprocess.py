@@ -336,7 +336,10 @@ def background_plate(
 
 
 def _check_input(video: Path, name: str | None) -> tuple[str, media.MediaInfo]:
-    """Validate the identity name and the video's streams and length; see preprocess_video."""
+    """Validate the video's streams and length and the identity name; see preprocess_video."""
+    info = media.require_video(
+        video, audio_hint="preprocess needs a video of the person talking; `emogene speak AUDIO --emotion EMOTION` takes audio",
+    )
     if name is None and not NAME_PATTERN.match(video.stem):
         raise EmogeneError(
             f"the file name {video.stem!r} is not a valid identity name: pass --name NAME "
@@ -344,9 +347,6 @@ def _check_input(video: Path, name: str | None) -> tuple[str, media.MediaInfo]:
             path=video,
         )
     name = validate_name(name or video.stem)
-    info = media.probe(video)
-    if not info.has_video or not info.width:
-        raise InputError("no video stream", path=video)
     if not info.has_audio:
         raise InputError(
             "no audio track: fit-identity trains lip motion from the person's speech, so the video must have sound",
@@ -495,7 +495,8 @@ def preprocess_video(
     Raises:
         EmogeneError: invalid name (or a file stem that is not one, without ``name``).
         NotFoundError: the video or a model file does not exist.
-        InputError: unreadable media, no video stream, no audio track, shorter than 2 s,
+        InputError: unreadable media, an image or an audio file instead of a video, no video
+            stream, no audio track, shorter than 2 s,
             no face, or a face in fewer than 90 % of the frames.
     """
     video = Path(video)
