@@ -336,10 +336,7 @@ def background_plate(
 
 
 def _check_input(video: Path, name: str | None) -> tuple[str, media.MediaInfo]:
-    """Validate the video's streams and length and the identity name; see preprocess_video."""
-    info = media.require_video(
-        video, audio_hint="preprocess needs a video of the person talking; `emogene speak AUDIO --emotion EMOTION` takes audio",
-    )
+    """Validate the identity name and the video's streams and length; see preprocess_video."""
     if name is None and not NAME_PATTERN.match(video.stem):
         raise EmogeneError(
             f"the file name {video.stem!r} is not a valid identity name: pass --name NAME "
@@ -347,6 +344,9 @@ def _check_input(video: Path, name: str | None) -> tuple[str, media.MediaInfo]:
             path=video,
         )
     name = validate_name(name or video.stem)
+    info = media.require_video(
+        video, audio_hint="preprocess needs a video of the person talking; `emogene speak AUDIO --emotion EMOTION` takes audio",
+    )
     if not info.has_audio:
         raise InputError(
             "no audio track: fit-identity trains lip motion from the person's speech, so the video must have sound",
