@@ -1,13 +1,19 @@
 """The ``emogene`` command line: preprocess, fit-identity, train-ldm, speak, evaluate, list.
 
 Every user-facing problem (:class:`~emogene_cli.errors.EmogeneError`) ends as one line
-``error: <file>: <what is wrong>`` on stderr with exit code 2, never a traceback.
+``error: <file>: <what is wrong>`` on stderr with exit code 2, never a traceback. Ctrl-C
+(SIGINT) or SIGTERM ends as one line ``interrupted: ...`` saying what the run kept and the
+command that continues, with exit code 130 or 143 (:mod:`emogene_cli.interrupt`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shlex
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -23,8 +29,29 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from . import __version__  # noqa: E402
 from .errors import EmogeneError  # noqa: E402
+from .interrupt import Interrupted, kept_so_far, recording, signals_raise  # noqa: E402
+
+
+class _Group(typer.core.TyperGroup):
+    """Lets an interrupt reach :func:`main` (Typer would turn it into a silent exit code 130)."""
+
+    def invoke(self, ctx: click.Context):  # noqa: D102 - click's
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as exc:
+            raise _Stopped(exc) from exc
+
+
+class _Stopped(BaseException):
+    """Carries a KeyboardInterrupt past Typer's own handling of it."""
+
+    def __init__(self, interrupt: KeyboardInterrupt) -> None:
+        super().__init__(interrupt)
+        self.interrupt = interrupt
+
 
 app = typer.Typer(
+    cls=_Group,
     name="emogene",
     help="Audio-driven emotional talking heads (EmoGene, FG 2025): film a person once, then make them say any audio with any emotion.",
     no_args_is_help=True,
@@ -63,22 +90,67 @@ def _register() -> None:
 _register()
 
 
+def interrupted_line(exc: KeyboardInterrupt, argv: list[str]) -> str:
+    """The one line printed when a run is stopped: what it kept and the command that continues.
+
+    Args:
+        exc: the interrupt (an :class:`~emogene_cli.interrupt.Interrupted` says which signal).
+        argv: the command's arguments (without the program name); the command that continues
+            is the same one, with ``--resume`` added when what was kept is a checkpoint
+            (see :class:`~emogene_cli.interrupt.Kept`).
+    """
+    name = exc.signal_name if isinstance(exc, Interrupted) else "SIGINT"
+    kept = kept_so_far()
+    if not kept:
+        return f"interrupted ({name}): nothing was written; the store is as it was before this command"
+    kept_text = "; ".join(k.what + (f" ({k.path})" if k.path is not None else "") for k in kept)
+    args = list(argv)
+    if any(k.then == "resume" for k in kept):
+        args += [] if "--resume" in args else ["--resume"]
+    elif not any(k.then == "rerun" for k in kept):
+        return f"interrupted ({name}): kept {kept_text}, complete"
+    return f"interrupted ({name}): kept {kept_text}. Continue with: {shlex.join(['emogene', *args])}"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: run the app, turning EmogeneError into one line and exit code 2."""
+    """Entry point: run the app, turning EmogeneError into one line and exit code 2.
+
+    SIGINT and SIGTERM end as one line (:func:`interrupted_line`) and exit code 130 or 143.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    with recording(), signals_raise():
+        try:
+            result = app(args=args, standalone_mode=False, prog_name="emogene")
+            return int(result) if isinstance(result, int) else 0
+        except EmogeneError as exc:
+            typer.echo(f"error: {exc.one_line()}", err=True)
+            return exc.exit_code
+        except click.exceptions.Exit as exc:
+            return exc.exit_code
+        except click.ClickException as exc:
+            exc.show()
+            return exc.exit_code
+        except (_Stopped, KeyboardInterrupt, click.exceptions.Abort) as exc:
+            stop = exc.interrupt if isinstance(exc, _Stopped) else exc
+            if not isinstance(stop, KeyboardInterrupt):
+                stop = KeyboardInterrupt()
+            with _quiet():
+                typer.echo(interrupted_line(stop, args), err=True)
+            return stop.exit_code if isinstance(stop, Interrupted) else 130
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Ignore further SIGINT / SIGTERM while the last line is printed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        result = app(args=argv, standalone_mode=False, prog_name="emogene")
-        return int(result) if isinstance(result, int) else 0
-    except EmogeneError as exc:
-        typer.echo(f"error: {exc.one_line()}", err=True)
-        return exc.exit_code
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except (KeyboardInterrupt, click.exceptions.Abort):
-        typer.echo("interrupted: artifacts written before this run are intact (fit-identity --resume continues training)", err=True)
-        return 130
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def run() -> None:

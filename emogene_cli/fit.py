@@ -60,6 +60,8 @@ class FitResult:
     feature_kind: str
     seconds: dict[str, float] = field(default_factory=dict)
     paths: dict[str, Path] = field(default_factory=dict)
+    renderer_steps: int = 0
+    renderer_start_step: int = 0  # > 0: continued from a checkpoint (``resume``)
 
 
 def save_preview(path: Path, real: list[np.ndarray], rendered: list[np.ndarray]) -> Path:
@@ -88,12 +90,14 @@ def fit_identity(
     Args:
         name: identity name (preprocessed before).
         preset: see :meth:`FitPreset.get`.
-        resume: continue the renderer from its last checkpoint (``<identity>/checkpoints``).
+        resume: continue the renderer and the audio-to-motion model from their last checkpoints
+            (``<identity>/checkpoints``), e.g. after an interruption.
         progress: ``progress(label, done, total, **fields)``.
 
     Raises:
         NotFoundError: the identity was not preprocessed.
         InputError: the clip is too short to fit (under 2 s).
+        Interrupted: SIGINT or SIGTERM; a training loop checkpoints its current step first.
     """
     cfg = FitPreset.get(preset)
     store.require_dataset(name)
@@ -114,7 +118,7 @@ def fit_identity(
         if progress:
             progress("renderer", step, total, loss=float(info.get("loss", 0.0)), psnr=float(info.get("psnr", 0.0)))
 
-    renderer, _ = train_renderer(data, cfg.renderer, device=device, checkpoint=ckpt, resume=resume, progress=renderer_progress, seed=seed)
+    renderer, renderer_stats = train_renderer(data, cfg.renderer, device=device, checkpoint=ckpt, resume=resume, progress=renderer_progress, seed=seed)
     seconds["renderer"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     held = heldout_frames(T)
@@ -131,7 +135,7 @@ def fit_identity(
     a2m_cfg = A2MConfig.preset(preset, audio_dim=data.audio_features.shape[1])
     a2m = train_a2m(
         data.audio_features, data.f0, data.motion, len(train_idx), a2m_cfg, cfg.a2m, device=device, seed=seed,
-        progress=progress,
+        progress=progress, checkpoint=store.checkpoint_dir(name) / "a2m.safetensors", resume=resume,
     )
     pred = predict_motion(a2m, data.audio_features, data.f0, temperature=0.0, seed=seed, device=device)
     errors = motion_errors(pred[held], data.motion[held])
@@ -145,4 +149,5 @@ def fit_identity(
         name=name, preset=preset, resolution=cfg.renderer.resolution, frames=T, train_frames=len(train_idx),
         heldout_frames=len(held), psnr=float(report["psnr"]), ssim=float(report["ssim"]), a2m_errors=errors,
         feature_kind=data.feature_kind, seconds=seconds, paths=paths,
+        renderer_steps=int(renderer_stats["steps"]), renderer_start_step=int(renderer_stats["start_step"]),
     )

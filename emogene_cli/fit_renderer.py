@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
@@ -26,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import InputError, MismatchError
+from .interrupt import held, interruptible, note_kept
 from .metrics import psnr, psnr_from_mse, ssim
 from .geometry import dense_motion
 from .models.renderer import RendererConfig, TalkingHeadRenderer, distortion_loss, expression_features
@@ -137,6 +139,7 @@ def _sidecar(checkpoint: Path) -> Path:
     return checkpoint.with_suffix(".json")
 
 
+@held()  # the tensors and the sidecar are written together or not at all
 def _save_checkpoint(
     checkpoint: Path, model: TalkingHeadRenderer, optimizer: torch.optim.Optimizer, generator: torch.Generator,
     step: int, info: dict[str, Any],
@@ -151,6 +154,7 @@ def _save_checkpoint(
                   extra={"step": str(step), "kind": CHECKPOINT_KIND})
     meta = dict(info, kind=CHECKPOINT_KIND, step=step, tensors=checkpoint.name)
     atomic_write_bytes(_sidecar(checkpoint), json.dumps(meta, indent=1, sort_keys=True).encode())
+    note_kept("renderer", f"renderer checkpoint at step {step} of {info['config']['steps']}", checkpoint)
 
 
 def _load_checkpoint(
@@ -247,6 +251,7 @@ def train_renderer(
         MismatchError: data shapes do not fit the config; resuming a checkpoint made with
             another config, other data length or seed.
         InputError: too few frames.
+        Interrupted: SIGINT or SIGTERM; the current step is finished and checkpointed first.
     """
     checkpoint = Path(checkpoint)
     device = torch.device(device)
@@ -289,7 +294,8 @@ def train_renderer(
     running_mse: list[float] = []
     loss_value = mse_value = float("nan")
     t0 = time.perf_counter()
-    for step in range(start, config.steps):
+    save_now = partial(_save_checkpoint, checkpoint, model, optimizer, generator, info=info)  # save_now(step)
+    for step in interruptible(range(start, config.steps), save_now, what="renderer"):
         # ---- sample rays (CPU generator: reproducible and resumable) ----
         frames = torch.randint(0, n_train, (n_rays,), generator=generator)
         pix = torch.randint(0, size * size, (n_rays,), generator=generator)

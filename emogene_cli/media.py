@@ -26,6 +26,7 @@ from .errors import InputError, NotFoundError
 
 FPS = 25
 SAMPLE_RATE = 16000
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".heic", ".avif"})
 
 
 @lru_cache(maxsize=1)
@@ -57,6 +58,14 @@ class MediaInfo:
     height: int = 0
     fps: float = 0.0
     audio_rate: int = 0
+    container: str = ""  # ffmpeg's demuxer, e.g. "mov,mp4,m4a,3gp,3g2,mj2", "wav", "png_pipe"
+
+    @property
+    def is_image(self) -> bool:
+        """A still image (read by one of ffmpeg's image demuxers, or an image file name without sound)."""
+        if self.container == "image2" or self.container.endswith("_pipe"):
+            return True
+        return self.path.suffix.lower() in IMAGE_SUFFIXES and not self.has_audio
 
 
 def _check_file(path: str | Path) -> Path:
@@ -84,6 +93,9 @@ def probe(path: str | Path) -> MediaInfo:
         last = err.strip().splitlines()[-1] if err.strip() else "unknown error"
         raise InputError(f"unreadable media file ({last.split(': ')[-1]})", path=path)
     info = MediaInfo(path=path, duration=0.0, has_video=False, has_audio=False)
+    fmt = re.search(r"Input #0, (.+?), from ", err)
+    if fmt:
+        info.container = fmt.group(1)
     m = re.search(r"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)", err)
     if m:
         info.duration = int(m.group(1)) * 3600 + int(m.group(2)) * 60 + float(m.group(3))
@@ -104,6 +116,28 @@ def probe(path: str | Path) -> MediaInfo:
     return info
 
 
+def require_video(path: str | Path, *, audio_hint: str = "") -> MediaInfo:
+    """:func:`probe` a file that must be a video; an image or an audio file is named as such.
+
+    Args:
+        path: the file.
+        audio_hint: appended to the error when the file is audio only (what to do with it).
+
+    Raises:
+        NotFoundError: the file does not exist.
+        InputError: unreadable; a still image ("is an image, not a video"); audio without
+            video ("is an audio file, not a video"); no video stream.
+    """
+    info = probe(path)
+    if info.is_image:
+        raise InputError("is an image, not a video: a video of the person talking is needed (mp4, mov, mkv, ...)", path=path)
+    if not info.has_video or not info.width:
+        if info.has_audio:
+            raise InputError("is an audio file, not a video (no video stream)" + (f"; {audio_hint}" if audio_hint else ""), path=path)
+        raise InputError("no video stream", path=path)
+    return info
+
+
 def read_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """Decode the audio track of any file ffmpeg reads, as mono float32 at ``sample_rate`` Hz.
 
@@ -116,6 +150,8 @@ def read_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
         NotFoundError / InputError: missing or unreadable file, or no audio track.
     """
     info = probe(path)
+    if info.is_image:
+        raise InputError("is an image, not audio: speech audio is needed (wav, mp3, m4a, or a video with sound)", path=path)
     if not info.has_audio:
         raise InputError("no audio track", path=path)
     try:
@@ -153,9 +189,7 @@ def read_frames(
     Yields:
         ``[H, W, 3]`` uint8 RGB frames.
     """
-    info = probe(path)
-    if not info.has_video or not info.width:
-        raise InputError("no video stream", path=path)
+    info = require_video(path)
     stream = ffmpeg.input(str(path)).filter("fps", fps=fps)
     w, h = info.width, info.height
     if crop is not None:

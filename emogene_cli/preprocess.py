@@ -40,6 +40,7 @@ import numpy as np
 from . import geometry, media
 from .errors import EmogeneError, InputError, MismatchError, NotFoundError
 from .face import BLENDSHAPE_NAMES, FaceTracker, PersonSegmenter, TrackBuilder, TrackResult, track_frames
+from .interrupt import held, note_kept
 from .store import NAME_PATTERN, Store, load_artifact, save_artifact, validate_name
 
 FPS = media.FPS
@@ -343,9 +344,9 @@ def _check_input(video: Path, name: str | None) -> tuple[str, media.MediaInfo]:
             path=video,
         )
     name = validate_name(name or video.stem)
-    info = media.probe(video)
-    if not info.has_video or not info.width:
-        raise InputError("no video stream", path=video)
+    info = media.require_video(
+        video, audio_hint="preprocess needs a video of the person talking; `emogene speak AUDIO --emotion EMOTION` takes audio",
+    )
     if not info.has_audio:
         raise InputError(
             "no audio track: fit-identity trains lip motion from the person's speech, so the video must have sound",
@@ -494,7 +495,8 @@ def preprocess_video(
     Raises:
         EmogeneError: invalid name (or a file stem that is not one, without ``name``).
         NotFoundError: the video or a model file does not exist.
-        InputError: unreadable media, no video stream, no audio track, shorter than 2 s,
+        InputError: unreadable media, an image or an audio file instead of a video, no video
+            stream, no audio track, shorter than 2 s,
             no face, or a face in fewer than 90 % of the frames.
     """
     video = Path(video)
@@ -579,8 +581,10 @@ def preprocess_video(
         }
         save_artifact(tmp_dataset, tensors, producer="preprocess", params=params, feature_kind=feats.kind, extra=extra)
         frames_dir = store.frames_dir(name)
-        _swap_in(work, frames_dir)
-        os.replace(tmp_dataset, store.dataset_path(name))
+        with held():  # frames and dataset are replaced together, a signal waits for both
+            _swap_in(work, frames_dir)
+            os.replace(tmp_dataset, store.dataset_path(name))
+            note_kept("dataset", f"identity dataset '{name}'", store.dataset_path(name), then="complete")
     finally:
         if work.exists():
             shutil.rmtree(work, ignore_errors=True)

@@ -5,18 +5,30 @@ Windows of ``window`` frames (25 fps) are cut at random from the training part o
 ``2 * window`` audio feature frames (50 Hz) and f0. Loss: mouth-weighted reconstruction +
 velocity matching + a KL term warmed up over the first third of training (GeneFace++'s
 recipe, minus its flow prior; see :mod:`emogene_cli.models.a2m`).
+
+With a ``checkpoint`` path, training stopped by SIGINT or SIGTERM saves its state after the
+current step (one safetensors file: weights, optimizer, schedule and random generators), and
+``resume=True`` continues from it to the same result as a run that was never stopped.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
+import json
+from dataclasses import asdict, dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
+from .errors import MismatchError
 from .geometry import LM68_MOUTH
+from .interrupt import interruptible, note_kept
 from .models.a2m import A2MConfig, AudioToMotionVAE
+from .store import load_artifact, save_artifact
+
+CHECKPOINT_KIND = "emogene-a2m-checkpoint"
 
 
 @dataclass
@@ -42,15 +54,24 @@ def train_a2m(
     device: str = "cpu",
     seed: int = 0,
     progress: Callable[..., None] | None = None,
+    checkpoint: Path | None = None,
+    resume: bool = False,
 ) -> AudioToMotionVAE:
     """Fit :class:`AudioToMotionVAE` on frames ``[0, n_train)``.
 
     Args:
         features: ``[2T, D]`` audio features (50 Hz); f0: ``[T]`` Hz; motion: ``[T, 68, 3]``.
         n_train: number of leading frames to train on (the rest is never seen).
+        checkpoint: a ``.safetensors`` path for the training state, written when a signal
+            stops training and at the end (none when None).
+        resume: continue from ``checkpoint`` if it exists.
 
     Returns:
         The trained model (eval mode, on ``device``).
+
+    Raises:
+        MismatchError: resuming a checkpoint made with other settings or data.
+        Interrupted: SIGINT or SIGTERM; the current step is finished and checkpointed first.
     """
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -63,7 +84,12 @@ def train_a2m(
     opt = torch.optim.Adam(model.parameters(), lr=training.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=training.steps, eta_min=training.lr * 0.05)
     model.train()
-    for step in range(training.steps):
+    info = {"config": asdict(config), "training": asdict(training), "n_train": int(n_train), "seed": seed}
+    start = 0
+    if resume and checkpoint is not None and Path(checkpoint).is_file():
+        start = _load_checkpoint(Path(checkpoint), model, opt, sched, rng, info)
+    save_now = partial(_save_checkpoint, Path(checkpoint), model, opt, sched, rng, info=info) if checkpoint else None
+    for step in interruptible(range(start, training.steps), save_now, what="audio-to-motion"):
         starts = rng.integers(0, n_train - window + 1, size=training.batch)
         a = torch.stack([feats[2 * s : 2 * (s + window)] for s in starts])
         p = torch.stack([pitch[s : s + window] for s in starts])
@@ -78,7 +104,73 @@ def train_a2m(
         sched.step()
         if progress and (step % 10 == 0 or step == training.steps - 1):
             progress("audio-to-motion", step + 1, training.steps, loss=loss.item(), kl=out["kl"].item())
+    if save_now is not None and start < training.steps:
+        save_now(training.steps)
     return model.eval()
+
+
+def _save_checkpoint(
+    path: Path, model: AudioToMotionVAE, opt: torch.optim.Optimizer, sched: Any, rng: np.random.Generator,
+    step: int, info: dict[str, Any],
+) -> None:
+    """Write the training state after ``step`` steps to one safetensors file (atomic)."""
+    tensors: dict[str, Any] = {f"model.{k}": v for k, v in model.state_dict().items()}
+    for i, st in opt.state_dict()["state"].items():
+        for key, value in st.items():
+            tensors[f"optim.{i}.{key}"] = torch.as_tensor(value).reshape(-1)
+    tensors["rng.torch"] = torch.get_rng_state()
+    device = next(model.parameters()).device
+    if device.type == "cuda":
+        tensors["rng.cuda"] = torch.cuda.get_rng_state(device)
+    state = {
+        "kind": CHECKPOINT_KIND, "step": step, "info": info, "scheduler": sched.state_dict(),
+        "lrs": [g["lr"] for g in opt.param_groups], "numpy_rng": rng.bit_generator.state,
+    }
+    save_artifact(path, tensors, producer="train_a2m", params={"step": step}, extra={"state": json.dumps(state)})
+    note_kept("audio-to-motion", f"audio-to-motion checkpoint at step {step} of {info['training']['steps']}", path)
+
+
+def _load_checkpoint(
+    path: Path, model: AudioToMotionVAE, opt: torch.optim.Optimizer, sched: Any, rng: np.random.Generator,
+    info: dict[str, Any],
+) -> int:
+    """Restore what :func:`_save_checkpoint` wrote; returns the step to continue from."""
+    art = load_artifact(path, what="audio-to-motion checkpoint")
+    try:
+        state = json.loads(art.metadata["state"])
+    except (KeyError, json.JSONDecodeError) as exc:
+        raise MismatchError("not an audio-to-motion checkpoint", path=path) from exc
+    if state.get("kind") != CHECKPOINT_KIND:
+        raise MismatchError("not an audio-to-motion checkpoint", path=path)
+    saved = state.get("info") or {}
+    diff = sorted(k for k in set(saved) | set(info) if saved.get(k) != info.get(k))
+    if diff:
+        raise MismatchError(f"checkpoint was made with other settings or data (differs in: {', '.join(diff)})", path=path)
+    t = art.tensors
+    try:
+        model.load_state_dict({k[6:]: torch.from_numpy(np.array(v)) for k, v in t.items() if k.startswith("model.")})
+        params = [p for g in opt.param_groups for p in g["params"]]
+        optim: dict[int, dict[str, torch.Tensor]] = {}
+        for key, value in t.items():
+            if key.startswith("optim."):
+                _, i, name = key.split(".", 2)
+                optim.setdefault(int(i), {})[name] = torch.from_numpy(np.array(value))
+        for i, st in optim.items():
+            st["step"] = st["step"].reshape(())
+            st["exp_avg"] = st["exp_avg"].reshape(params[i].shape)
+            st["exp_avg_sq"] = st["exp_avg_sq"].reshape(params[i].shape)
+        opt.load_state_dict({"state": optim, "param_groups": opt.state_dict()["param_groups"]})
+        for group, lr in zip(opt.param_groups, state["lrs"]):
+            group["lr"] = lr
+        sched.load_state_dict(state["scheduler"])
+        rng.bit_generator.state = state["numpy_rng"]
+        torch.set_rng_state(torch.from_numpy(np.array(t["rng.torch"])))
+        device = next(model.parameters()).device
+        if device.type == "cuda" and "rng.cuda" in t:
+            torch.cuda.set_rng_state(torch.from_numpy(np.array(t["rng.cuda"])), device)
+    except (KeyError, RuntimeError, ValueError, IndexError) as exc:
+        raise MismatchError(f"checkpoint does not fit the model ({exc})", path=path) from exc
+    return int(state["step"])
 
 
 def predict_motion(model: AudioToMotionVAE, features: np.ndarray, f0: np.ndarray, *, temperature: float = 0.2, seed: int = 0, device: str = "cpu") -> np.ndarray:

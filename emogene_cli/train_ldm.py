@@ -26,6 +26,7 @@ import torch
 from . import geometry
 from .emotions import ALIASES, EMOTIONS
 from .errors import InputError, NotFoundError
+from .interrupt import note_kept
 from .models.ldm import LandmarkDeformationModel, LDMConfig
 from .store import Store, load_artifact, save_artifact, save_model
 
@@ -265,6 +266,7 @@ def train_ldm(
         if progress:
             progress("landmarks", i, len(clips))
         landmarks[clip], blendshapes[clip] = clip_track(clip, store)
+        note_kept("mead", f"landmarks of {i + 1} of {len(clips)} MEAD clips, cached", store.mead_cache_dir, then="rerun")
     if progress:
         progress("landmarks", len(clips), len(clips))
     dense: dict[MeadClip, np.ndarray] = {}

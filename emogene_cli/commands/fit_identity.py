@@ -27,7 +27,7 @@ def fit_identity_command(
     """Train the person's renderer (head NeRF + torso) and audio-to-motion VAE.
 
     Trains on the first 90% of the identity's frames and reports PSNR/SSIM and landmark errors
-    on the held-out last 10%. Checkpoints allow --resume after an interruption.
+    on the held-out last 10%. Ctrl-C saves a checkpoint at the current step; --resume continues.
     """
     from ..fit import fit_identity
 
@@ -40,6 +40,7 @@ def fit_identity_command(
         ("identity", r.name),
         ("preset", f"{r.preset} ({r.resolution}x{r.resolution}, device {dev})"),
         ("frames", f"{r.frames} ({r.train_frames} trained, {r.heldout_frames} held out)"),
+        ("renderer steps", _steps_text(r.renderer_steps, r.renderer_start_step)),
         ("held-out PSNR", f"{r.psnr:.2f} dB"),
         ("held-out SSIM", f"{r.ssim:.4f}"),
         ("held-out landmarks", f"RMSE {e['rmse']:.4f}, mouth {e['mouth_rmse']:.4f} (inter-ocular units); mouth-opening corr {e['mouth_open_corr']:.2f}"),
@@ -48,6 +49,14 @@ def fit_identity_command(
     ] + paths_rows(r.paths)
     console.print(summary_table("fit-identity", rows))
     console.print(f"next: emogene speak AUDIO --identity {r.name} --emotion happy")
+
+
+def _steps_text(total: int, start: int) -> str:
+    if start == 0:
+        return str(total)
+    if start >= total:
+        return f"{total} (all from the checkpoint)"
+    return f"{total} (resumed at step {start})"
 
 
 def register(app: typer.Typer) -> None:
