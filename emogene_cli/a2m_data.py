@@ -43,12 +43,12 @@ from . import geometry
 from .audio import AudioFeatures, load_audio, load_hubert, mel_features, pitch
 from .errors import EmogeneError, InputError, NotFoundError
 from .media import SAMPLE_RATE
-from .store import Store, load_artifact, save_artifact
+from .face import CACHE_VERSION, cached_track, read_cache, source_stamp
+from .store import Store, save_artifact
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
 MIN_FRAMES = 50  # 2 s at 25 fps
 MIN_FOUND = 0.8  # a clip whose face is found in fewer frames is left out
-CACHE_VERSION = "1"
 CROP_SIZE = 256  # M-LMD is reported in pixels of a crop of this side (as preprocess --size 256 makes)
 
 Progress = Callable[[str, int, int], None]
@@ -325,49 +325,6 @@ class ClipData:
         return len(self.motion)
 
 
-def _stamp(path: Path) -> str:
-    stat = path.stat()
-    return f"{stat.st_size}:{int(stat.st_mtime)}"
-
-
-def _read_cache(path: Path, stamp: str, extra: dict[str, str] | None = None) -> dict[str, np.ndarray] | None:
-    """The cached arrays if ``path`` holds an entry for this source ``stamp`` (and ``extra`` metadata)."""
-    if not path.is_file():
-        return None
-    try:
-        art = load_artifact(path, what="audio-to-motion cache")
-    except EmogeneError:
-        return None  # a broken entry is recomputed
-    want = {"source_stamp": stamp, "cache_version": CACHE_VERSION, **(extra or {})}
-    if any(art.metadata.get(k) != v for k, v in want.items()):
-        return None
-    return art.tensors
-
-
-def cached_track(video: Path, cache: Path, store: Store, *, producer: str) -> tuple[dict[str, np.ndarray], bool]:
-    """MediaPipe track of ``video`` at 25 fps, cached in the file ``cache``.
-
-    Returns:
-        ``({"landmarks": [T, 478, 3] px, "found": [T] uint8, "blendshapes": [T, 52], "size": [2] (W, H)}, from_cache)``.
-    """
-    from .face import track_frames
-    from .media import probe, read_frames
-
-    stamp = _stamp(video)
-    hit = _read_cache(cache, stamp)
-    if hit is not None and {"landmarks", "found", "blendshapes", "size"} <= set(hit):
-        return hit, True
-    info = probe(video)
-    track = track_frames(read_frames(video), store=store)
-    tensors = {
-        "landmarks": track.landmarks.astype(np.float32), "found": track.found.astype(np.uint8),
-        "blendshapes": track.blendshapes.astype(np.float32), "size": np.array([info.width, info.height], np.int32),
-    }
-    save_artifact(cache, tensors, producer=producer, params={"video": str(video)},
-                  extra={"source_stamp": stamp, "cache_version": CACHE_VERSION, "fps": "25"})
-    return tensors, False
-
-
 def load_clip(clip: TalkingClip, store: Store, extractor: FeatureExtractor, *, producer: str = "train-a2m") -> ClipData:
     """Landmarks (cached), motion, audio and audio features (cached per kind) of one clip.
 
@@ -386,9 +343,9 @@ def load_clip(clip: TalkingClip, store: Store, extractor: FeatureExtractor, *, p
     if found.mean() < MIN_FOUND:
         raise InputError(f"a face was found in only {found.mean():.0%} of frames (need {MIN_FOUND:.0%})", path=clip.path)
     audio = load_audio(clip.path)
-    stamp = _stamp(clip.path)
+    stamp = source_stamp(clip.path)
     feat_cache = cache_dir / f"{clip.key}.{extractor.slug}.safetensors"
-    hit = _read_cache(feat_cache, stamp, {"feature_kind": extractor.kind, "frames": str(T)})
+    hit = read_cache(feat_cache, stamp, {"feature_kind": extractor.kind, "frames": str(T)})
     if hit is not None:
         features, f0, f_cached = hit["features"], hit["f0"], True
     else:
@@ -430,8 +387,8 @@ def add_variants(data: ClipData, store: Store, extractor: FeatureExtractor, conf
         data.variants = []
         return True
     path = store.a2m_cache_dir / f"{data.clip.key}.{extractor.slug}.aug-{config.digest()}-s{seed}-n{config.variants}.safetensors"
-    stamp = _stamp(data.clip.path)
-    hit = _read_cache(path, stamp, {"feature_kind": extractor.kind, "frames": str(data.frames)})
+    stamp = source_stamp(data.clip.path)
+    hit = read_cache(path, stamp, {"feature_kind": extractor.kind, "frames": str(data.frames)})
     if hit is not None:
         out = []
         for i in range(config.variants):
