@@ -315,6 +315,7 @@ class ClipData:
     feature_kind: str
     variants: list[Variant] = field(default_factory=list)
     cached: dict[str, bool] = field(default_factory=dict)
+    offset: int = 0
 
     @property
     def person(self) -> str:
@@ -386,7 +387,7 @@ def add_variants(data: ClipData, store: Store, extractor: FeatureExtractor, conf
     if config.variants <= 0:
         data.variants = []
         return True
-    path = store.a2m_cache_dir / f"{data.clip.key}.{extractor.slug}.aug-{config.digest()}-s{seed}-n{config.variants}.safetensors"
+    path = store.a2m_cache_dir / f"{data.clip.key}.{extractor.slug}.aug-{config.digest()}-s{seed}-n{config.variants}-o{data.offset}.safetensors"
     stamp = source_stamp(data.clip.path)
     hit = read_cache(path, stamp, {"feature_kind": extractor.kind, "frames": str(data.frames)})
     if hit is not None:
@@ -418,3 +419,25 @@ def mouth_open(motion: np.ndarray, mean68: np.ndarray, iod: float) -> np.ndarray
             inter-ocular distance (pixels).
     """
     return geometry.mouth_opening(mean68[None] / iod + motion)
+
+
+def shift_clip(data: ClipData, offset: int) -> ClipData:
+    """``data`` with its video moved ``offset`` frames later against its audio (``offset`` may be negative).
+
+    A clip whose mouth moves ``k`` frames earlier than other people's for the same sound
+    (offset ``k > 0``) is paired as audio frame ``t + k`` with video frame ``t``; the first (or
+    last) ``|k|`` frames are dropped. Variants are not shifted: make them afterwards.
+    """
+    k = int(offset)
+    if k == 0:
+        return data
+    T = data.frames
+    a = slice(k, T) if k > 0 else slice(0, T + k)  # audio frames kept
+    v = slice(0, T - k) if k > 0 else slice(-k, T)  # video frames kept
+    return ClipData(
+        clip=data.clip, motion=data.motion[v], features=data.features[2 * a.start : 2 * a.stop], f0=data.f0[a],
+        audio=data.audio[a.start * 640 : a.stop * 640], mean68=data.mean68, iod=data.iod, poses=data.poses[v],
+        landmarks68=data.landmarks68[v], found=data.found[v], px_scale=data.px_scale, feature_kind=data.feature_kind,
+        cached=data.cached, offset=data.offset + k,
+    )
+

@@ -275,3 +275,36 @@ def test_finetune_without_a_generic_model_is_a_one_line_error(tmp_path):
     assert proc.returncode == 2, proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
     assert len(lines) == 1 and "train-a2m" in lines[0] and "Traceback" not in proc.stderr, proc.stderr
+
+
+def _clip_data(name: str, person: str, feats: np.ndarray, f0: np.ndarray, motion: np.ndarray, audio: np.ndarray):
+    from emogene_cli.a2m_data import ClipData, TalkingClip
+
+    T = len(motion)
+    return ClipData(clip=TalkingClip(Path(f"/nowhere/{name}.mp4"), person), motion=motion, features=feats, f0=f0, audio=audio,
+                    mean68=np.zeros((68, 3), np.float32), iod=1.0, poses=np.tile(np.eye(4, dtype=np.float32), (T, 1, 1)),
+                    landmarks68=np.zeros((T, 68, 3), np.float32), found=np.ones(T, bool), px_scale=1.0, feature_kind="mel")
+
+
+def test_sync_offsets_find_a_clip_whose_mouth_moves_early_and_shift_clip_realigns_it():
+    from emogene_cli.a2m_data import shift_clip
+    from emogene_cli.generic_a2m import sync_offsets
+
+    rng = np.random.default_rng(3)
+    extractor = FeatureExtractor("mel")
+    clips = []
+    for k, (f0_hz, formant, gain) in enumerate([(100.0, 650.0, 0.4), (140.0, 850.0, 0.2), (200.0, 1100.0, 0.1), (120.0, 750.0, 0.3)]):
+        y, env, f0 = synthetic_voice(rng, 10.0, f0_hz, formant, gain)
+        motion = mouth_motion(env)
+        if k == 2:  # this recording's video runs 3 frames ahead of its sound
+            motion = np.concatenate([motion[3:], np.repeat(motion[-1:], 3, 0)])
+        clips.append(_clip_data(f"c{k}", f"p{k}", extractor.features(y, len(f0)), f0, motion, y))
+    found = sync_offsets(clips)
+    assert found[clips[2].clip.key]["offset"] == 3
+    assert all(found[c.clip.key]["offset"] == 0 for i, c in enumerate(clips) if i != 2), found
+    moved = shift_clip(clips[2], 3)
+    assert moved.frames == clips[2].frames - 3 and moved.features.shape[0] == 2 * moved.frames and len(moved.f0) == moved.frames
+    assert len(moved.audio) == moved.frames * 640 and moved.offset == 3
+    np.testing.assert_array_equal(moved.motion, clips[2].motion[:-3])
+    np.testing.assert_array_equal(moved.features, clips[2].features[6:])
+    assert shift_clip(clips[0], 0) is clips[0]

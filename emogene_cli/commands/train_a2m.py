@@ -38,6 +38,7 @@ def train_a2m_command(
     audio_features: Annotated[Features, typer.Option(help="HuBERT when its weights resolve (auto), else log-mel + f0; must match the identities it will drive.")] = Features.auto,
     hubert: Annotated[Optional[str], typer.Option(help="HuBERT weights folder or hub id.")] = None,
     baseline: Annotated[bool, typer.Option("--baseline/--no-baseline", help="Also train the person-only baseline and show it next to the generic model.")] = True,
+    sync_align: Annotated[bool, typer.Option("--sync-align/--no-sync-align", help="Move each training clip's video against its audio by its offset from the other people's consensus (estimated, at most 4 frames) before training.")] = True,
     device: Annotated[Device, typer.Option(help="Where to train.")] = Device.auto,
     seed: Annotated[int, typer.Option(help="Random seed (validation people, augmentation, training).")] = 0,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint.")] = False,
@@ -60,7 +61,7 @@ def train_a2m_command(
     with progress_bars() as update:
         r = train_generic_a2m(
             inputs, store=store, preset=preset.value, epochs=epochs, val_people=val, augment=AugmentConfig(variants=augment),
-            audio_features=audio_features.value, hubert=hubert, baseline=baseline, device=dev, seed=seed, resume=resume,
+            audio_features=audio_features.value, hubert=hubert, baseline=baseline, sync_align=sync_align, device=dev, seed=seed, resume=resume,
             progress=update,
         )
     if r.feature_note:
@@ -84,6 +85,11 @@ def train_a2m_command(
                       "M-LMD: mouth landmark distance in pixels of a 256-pixel face crop")
     else:
         console.print("[yellow]no validation[/yellow]: one person only, so nothing was held out")
+    moved = {k: v for k, v in r.offsets.items() if v["offset"]}
+    if r.offsets:
+        console.print("audio-video offsets against the other people (frames at 25 fps, + = mouth early): "
+                      + (", ".join(f"{k} {v['offset']:+d}" for k, v in sorted(moved.items())) or "none above 0.02 in r")
+                      + f"; {len(r.offsets) - len(moved)} clips in sync")
     times = ", ".join(f"{k} {v:.0f} s" for k, v in r.seconds.items())
     console.print(
         f"{r.clips} clips, trained on {len(r.train_people)} people ({r.train_frames / 25:.0f} s, {r.epochs} epochs = {r.steps} steps), "
