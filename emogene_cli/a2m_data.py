@@ -205,7 +205,7 @@ class AugmentConfig:
     ``noise_prob``, white noise at an SNR between ``snr_db[0]`` and ``snr_db[1]`` dB.
     """
 
-    variants: int = 4
+    variants: int = 8
     pitch_semitones: float = 4.0
     warp: float = 0.12
     speed: float = 0.1
@@ -335,6 +335,7 @@ def load_clip(clip: TalkingClip, store: Store, extractor: FeatureExtractor, *, p
     from .preprocess import choose_crop_box, face_box
 
     cache_dir = store.a2m_cache_dir
+    audio = load_audio(clip.path)  # no sound: fail before the long tracking
     track, lm_cached = cached_track(clip.path, cache_dir / f"{clip.key}.track.safetensors", store, producer=producer)
     landmarks = track["landmarks"].astype(np.float64)
     found = track["found"].astype(bool)
@@ -343,7 +344,6 @@ def load_clip(clip: TalkingClip, store: Store, extractor: FeatureExtractor, *, p
         raise InputError(f"clip too short ({T / 25:.1f} s; need at least {MIN_FRAMES / 25:.0f} s)", path=clip.path)
     if found.mean() < MIN_FOUND:
         raise InputError(f"a face was found in only {found.mean():.0%} of frames (need {MIN_FOUND:.0%})", path=clip.path)
-    audio = load_audio(clip.path)
     stamp = source_stamp(clip.path)
     feat_cache = cache_dir / f"{clip.key}.{extractor.slug}.safetensors"
     hit = read_cache(feat_cache, stamp, {"feature_kind": extractor.kind, "frames": str(T)})

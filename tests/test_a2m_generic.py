@@ -110,7 +110,7 @@ def test_augmented_copy_keeps_the_words_and_changes_the_voice():
     T = len(f0)
     motion = mouth_motion(env)
     extractor = FeatureExtractor("mel")
-    cfg = AugmentConfig(pitch_semitones=3.0, speed=0.1)
+    cfg = AugmentConfig(variants=1, pitch_semitones=3.0, speed=0.1)
     v = augment_clip(y, f0, motion, extractor, np.random.default_rng(5), cfg)
     speed = v.params["speed"]
     n = int(round(T / speed))

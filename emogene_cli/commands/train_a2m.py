@@ -30,11 +30,11 @@ def _fmt(v, spec: str = ".2f") -> str:
 
 def train_a2m_command(
     ctx: typer.Context,
-    inputs: Annotated[list[Path], typer.Argument(help="Talking-to-camera videos with speech, or folders of them (searched recursively; a sub-folder per person, or file names like <person>_clip<N>_....mp4).")],
-    epochs: Annotated[Optional[int], typer.Option(min=1, help="Passes over the training frames (default: the preset's, 500 for quick).")] = None,
+    inputs: Annotated[list[Path], typer.Argument(metavar="VIDEO_OR_DIR...", help="Talking-to-camera videos with speech, or folders of them (searched recursively; a sub-folder per person, or file names like <person>_clip<N>_....mp4).")],
+    epochs: Annotated[Optional[int], typer.Option(min=1, help="Passes over the training frames (default: the preset's, 80 for quick).")] = None,
     preset: Annotated[Preset, typer.Option(help="quick: CPU-sized VAE (hidden 128); full: GeneFace++ sizes for a GPU; tiny: tests.")] = Preset.quick,
     val_people: Annotated[Optional[str], typer.Option("--val-people", help="People held out for validation: a number (chosen at random with --seed) or comma-separated names. Default 2 of 4 or more people.")] = None,
-    augment: Annotated[int, typer.Option(min=0, help="Voice-changed copies of each training clip (pitch, vocal-tract length, speed, noise); 0 for none.")] = 4,
+    augment: Annotated[int, typer.Option(min=0, help="Voice-changed copies of each training clip (pitch, vocal-tract length, speed, noise); 0 for none.")] = 8,
     audio_features: Annotated[Features, typer.Option(help="HuBERT when its weights resolve (auto), else log-mel + f0; must match the identities it will drive.")] = Features.auto,
     hubert: Annotated[Optional[str], typer.Option(help="HuBERT weights folder or hub id.")] = None,
     baseline: Annotated[bool, typer.Option("--baseline/--no-baseline", help="Also train the person-only baseline and show it next to the generic model.")] = True,
