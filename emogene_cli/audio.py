@@ -68,17 +68,25 @@ def _fit_length(x: np.ndarray, n: int) -> np.ndarray:
     return np.pad(x, pad, mode="edge") if len(x) else np.zeros((n,) + x.shape[1:], x.dtype)
 
 
-def mel_features(audio: np.ndarray, num_frames: int) -> np.ndarray:
+def mel_features(audio: np.ndarray, num_frames: int, *, warp: float = 1.0) -> np.ndarray:
     """Log-mel spectrogram, 80 mels, hop 320 (50 Hz), normalised per utterance and per bin.
+
+    Args:
+        warp: vocal-tract-length perturbation factor (training-time augmentation; 1 = none).
+            The power spectrum is read through librosa's mel filter bank built for a sample
+            rate ``warp`` times the real one, i.e. the frequency axis is scaled by ``warp``
+            (Jaitly & Hinton, 2013): ``warp > 1`` moves formants up, as a shorter vocal tract
+            does. The top band stops at the warped Nyquist frequency.
 
     Returns:
         ``[2 * num_frames, 80]`` float32.
     """
     import librosa
 
-    mel = librosa.feature.melspectrogram(
-        y=audio.astype(np.float32), sr=SAMPLE_RATE, n_fft=1024, hop_length=HOP, win_length=800, n_mels=N_MELS, fmin=55, fmax=7600
-    )
+    power = np.abs(librosa.stft(audio.astype(np.float32), n_fft=1024, hop_length=HOP, win_length=800)) ** 2
+    sr = SAMPLE_RATE * float(warp)
+    bank = librosa.filters.mel(sr=sr, n_fft=1024, n_mels=N_MELS, fmin=55, fmax=min(7600.0, sr / 2))
+    mel = bank @ power  # the same as librosa.feature.melspectrogram for warp = 1
     logmel = np.log(mel + 1e-6).T  # [frames, 80]
     logmel = (logmel - logmel.mean(0)) / (logmel.std(0) + 1e-5)
     return _fit_length(logmel.astype(np.float32), 2 * num_frames)

@@ -1,4 +1,4 @@
-"""The ``emogene`` command line: preprocess, fit-identity, train-ldm, speak, evaluate, list.
+"""The ``emogene`` command line: preprocess, fit-identity, train-ldm, train-a2m, speak, evaluate, list.
 
 Every user-facing problem (:class:`~emogene_cli.errors.EmogeneError`) ends as one line
 ``error: <file>: <what is wrong>`` on stderr with exit code 2, never a traceback. Ctrl-C
@@ -81,9 +81,9 @@ def main_options(
 
 
 def _register() -> None:
-    from .commands import evaluate, fit_identity, list_store, preprocess, speak, train_ldm
+    from .commands import evaluate, fit_identity, list_store, preprocess, speak, train_a2m, train_ldm
 
-    for module in (preprocess, fit_identity, train_ldm, speak, evaluate, list_store):
+    for module in (preprocess, fit_identity, train_ldm, train_a2m, speak, evaluate, list_store):
         module.register(app)
 
 

@@ -16,7 +16,11 @@ or on renders made for the purpose (:mod:`emogene_cli.metrics` defines each figu
 2. audio-driven: the held-out stretch driven by its own audio (features -> audio-to-motion
    -> post-processing, :func:`emogene_cli.speak.plan_motion`) and rendered with the
    ground-truth head poses (so that only the face motion differs); M-LMD / F-LMD and the
-   lip-sync figure (mouth opening re-detected on the render against the audio's loudness);
+   lip-sync figure (mouth opening re-detected on the render against the audio's loudness,
+   best lag within ±10 frames, and the same for the real video);
+   ``lipsync``: the audio-to-motion model's predicted mouth opening against the tracked one on
+   at least 5 s it never trained on (:mod:`emogene_cli.lipsync`); an identity that was only
+   preprocessed gets these figures alone, from the generic model;
 3. emotion: a few seconds rendered with each emotion (same audio, poses and seed); per
    emotion, the change of its relevant MediaPipe blendshapes, re-detected on the rendered
    frames, against the neutral render;
@@ -73,6 +77,7 @@ PAPER_REFERENCE: dict[str, float] = {
 DETECT_SIZE = 256
 LMD_ALIGN = "mean"
 GRID_ROWS = 4
+LIPSYNC_MAX_LAG = 10  # frames (±0.4 s) searched for the audio-envelope correlation's peak
 PANEL = 192  # side of one frame-grid panel in the report, pixels
 
 Progress = Callable[..., None]
@@ -267,8 +272,8 @@ def _audio_driven(speaker: Speaker, data: IdentityData, held: np.ndarray, real_t
     f_per = metrics.landmark_distance_per_frame(fake68, real68, None, align=LMD_ALIGN)
     mouth = geometry.mouth_opening(fake68)
     envelope = loudness_envelope(audio, T)
-    corr, lag = metrics.lipsync_correlation(mouth, envelope, max_lag=5)
-    real_corr, real_lag = metrics.lipsync_correlation(geometry.mouth_opening(real68), envelope, max_lag=5)
+    corr, lag = metrics.lipsync_correlation(mouth, envelope, max_lag=LIPSYNC_MAX_LAG)
+    real_corr, real_lag = metrics.lipsync_correlation(geometry.mouth_opening(real68), envelope, max_lag=LIPSYNC_MAX_LAG)
     figures = {
         "frames": T,
         "m_lmd": float(m_per[valid].mean()) if valid.any() else float("nan"),
@@ -496,7 +501,7 @@ def _html(figures: dict[str, Any], grids: list[tuple[str, str]], plots: list[tup
              f"{figures['frames']} frames ({figures['heldout_frames']} held out), device {_fmt(figures['device']['device'])}. "
              "Landmark distances in pixels at that resolution after centring each frame's points "
              "(see emogene_cli.metrics).</p>"]
-    for key in ("reconstruction", "audio_driven", "idle"):
+    for key in ("reconstruction", "audio_driven", "lipsync", "idle"):
         if key in figures:
             parts.append(table(key, figures[key]))
     emo = figures.get("emotion", {})
@@ -565,6 +570,11 @@ def evaluate_identity(
     except EmogeneError as exc:
         raise EmogeneError(exc.message, path="--emotions") from exc
     chosen = ["neutral"] + [e for e in dict.fromkeys(chosen) if e != "neutral"]
+    if name and store.dataset_path(name).is_file() and not store.renderer_path(name).is_file():
+        from .lipsync import evaluate_lipsync_only  # preprocessed only: the audio-to-motion figures alone
+
+        r = evaluate_lipsync_only(name, store=store, device=device, json_path=json_path, report_path=report_path)
+        return EvaluationResult(name=r.name, figures=r.figures, json_path=r.json_path, report_path=r.report_path, seconds=r.seconds)
     name = store.resolve_identity(name)
     user_audio = load_audio(audio) if audio is not None else None
     seconds: dict[str, float] = {}
@@ -582,7 +592,7 @@ def evaluate_identity(
         "identity": name, "preset": preset, "resolution": size, "frames": data.frames, "heldout_frames": len(held),
         "feature_kind": data.feature_kind, "device": _device_info(device), "versions": _versions(),
         "settings": {"lmd_alignment": LMD_ALIGN, "lmd_units": f"pixels at {size}x{size}", "detect_size": DETECT_SIZE,
-                     "lipsync_max_lag_frames": 5, "seed": seed, "face_region_pad": 0.15},
+                     "lipsync_max_lag_frames": LIPSYNC_MAX_LAG, "seed": seed, "face_region_pad": 0.15},
         "reference": PAPER_REFERENCE,
     }
     parts: dict[str, dict[str, Any]] = {}
@@ -594,6 +604,12 @@ def evaluate_identity(
     t0 = time.perf_counter()
     figures["audio_driven"], parts["audio_driven"] = _audio_driven(speaker, data, held, real_track, device, store, seed, hubert, progress)
     seconds["audio_driven"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    from .lipsync import identity_lipsync
+
+    figures["lipsync"], parts["lipsync"] = identity_lipsync(store, name, data, device)
+    seconds["lipsync"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     emo_audio = user_audio if user_audio is not None else data.audio
@@ -625,7 +641,10 @@ def evaluate_identity(
     if shots:
         grid = compose_grid(list(shots.values()), list(shots))
         grids.append(("Emotions (middle frame), full resolution", _png(grid)))
-    report_html = _html(figures, grids, _plots(parts, figures))
+    from .lipsync import PLOT_TITLE, lipsync_plot
+
+    plots = _plots(parts, figures) + [(PLOT_TITLE, lipsync_plot(parts["lipsync"], figures["lipsync"]))]
+    report_html = _html(figures, grids, plots)
     seconds["report"] = time.perf_counter() - t0
     figures["seconds"] = seconds
 

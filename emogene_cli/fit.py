@@ -1,8 +1,11 @@
 """The fit-identity stage: the person's renderer (head NeRF + torso) and audio-to-motion VAE.
 
-Both are trained on the first 90% of the identity's frames; the last 10% are never trained
-on, and held-out PSNR/SSIM (renderer, ground-truth poses and landmarks) and landmark
-errors (audio-to-motion) are reported on them.
+The renderer trains on the first 90% of the identity's frames; the last 10% are never
+trained on, and held-out PSNR/SSIM (ground-truth poses and landmarks) are reported on them.
+The audio-to-motion model is fine-tuned from the generic model (``train-a2m``) when the store
+has one, else trained from scratch (``a2m="auto"``), on all but the clip's last
+``max(10 %, 5 s)``, where its landmark errors and mouth-opening correlation are reported
+(:func:`emogene_cli.train_a2m.fit_person_a2m`).
 """
 
 from __future__ import annotations
@@ -17,11 +20,10 @@ import numpy as np
 
 from .errors import EmogeneError, InputError
 from .fit_renderer import evaluate_renderer, heldout_frames, split_frames, train_renderer
-from .models.a2m import A2MConfig
 from .models.renderer import RendererConfig
 from .preprocess import load_identity
-from .store import Store, atomic_write_bytes, save_model
-from .train_a2m import A2MTraining, motion_errors, predict_motion, train_a2m
+from .store import Store, atomic_write_bytes
+from .train_a2m import A2MTraining, fit_person_a2m, resolve_a2m_mode, save_a2m
 
 PRESETS = ("tiny", "quick", "full")
 MIN_FRAMES = 50  # 2 s at 25 fps
@@ -62,6 +64,11 @@ class FitResult:
     paths: dict[str, Path] = field(default_factory=dict)
     renderer_steps: int = 0
     renderer_start_step: int = 0  # > 0: continued from a checkpoint (``resume``)
+    a2m_mode: str = "scratch"
+    a2m_note: str = ""
+    a2m_train_frames: int = 0
+    a2m_heldout_frames: int = 0
+    voice_check: dict[str, float] = field(default_factory=dict)
 
 
 def save_preview(path: Path, real: list[np.ndarray], rendered: list[np.ndarray]) -> Path:
@@ -83,6 +90,8 @@ def fit_identity(
     device: str = "cpu",
     resume: bool = False,
     seed: int = 0,
+    a2m: str = "auto",
+    a2m_only: bool = False,
     progress: Callable[..., None] | None = None,
 ) -> FitResult:
     """Train and save the renderer and the audio-to-motion model of a preprocessed identity.
@@ -92,16 +101,26 @@ def fit_identity(
         preset: see :meth:`FitPreset.get`.
         resume: continue the renderer and the audio-to-motion model from their last checkpoints
             (``<identity>/checkpoints``), e.g. after an interruption.
+        a2m: ``auto`` (fine-tune the generic model when the store has one, else from scratch),
+            ``finetune`` or ``scratch``.
+        a2m_only: train only the audio-to-motion model and keep the renderer as it is.
         progress: ``progress(label, done, total, **fields)``.
 
     Raises:
-        NotFoundError: the identity was not preprocessed.
+        NotFoundError: the identity was not preprocessed; ``a2m="finetune"`` without a generic model.
+        MismatchError: ``a2m="finetune"`` with a generic model of other audio features.
         InputError: the clip is too short to fit (under 2 s).
         Interrupted: SIGINT or SIGTERM; a training loop checkpoints its current step first.
     """
+    from .store import load_artifact
+
     cfg = FitPreset.get(preset)
-    store.require_dataset(name)
+    kind = load_artifact(store.require_dataset(name), what="identity dataset").feature_kind or "mel"
+    a2m_mode, a2m_note = resolve_a2m_mode(a2m, store, kind)  # fails before any long work
     t0 = time.perf_counter()
+    if a2m_only:
+        return _fit_a2m_only(name, store=store, cfg=cfg, mode=a2m_mode, note=a2m_note, device=device, seed=seed, progress=progress,
+                             resume=resume)
     data = load_identity(store, name, size=cfg.renderer.resolution)
     T = len(data.motion)
     if T < MIN_FRAMES:
@@ -132,22 +151,78 @@ def fit_identity(
 
     # audio-to-motion --------------------------------------------------------------------
     t0 = time.perf_counter()
-    a2m_cfg = A2MConfig.preset(preset, audio_dim=data.audio_features.shape[1])
-    a2m = train_a2m(
-        data.audio_features, data.f0, data.motion, len(train_idx), a2m_cfg, cfg.a2m, device=device, seed=seed,
-        progress=progress, checkpoint=store.checkpoint_dir(name) / "a2m.safetensors", resume=resume,
-    )
-    pred = predict_motion(a2m, data.audio_features, data.f0, temperature=0.0, seed=seed, device=device)
-    errors = motion_errors(pred[held], data.motion[held])
-    a2m_path = save_model(store.a2m_path(name), a2m.cpu(), a2m_cfg, producer="fit-identity", params=params, feature_kind=data.feature_kind)
+    person = _train_person_a2m(data, name, store=store, cfg=cfg, mode=a2m_mode, params=params, device=device, seed=seed, progress=progress,
+                              resume=resume)
     seconds["audio_to_motion"] = time.perf_counter() - t0
 
-    paths = {"renderer": renderer_path, "audio-to-motion": a2m_path, "checkpoint": ckpt}
+    paths = {"renderer": renderer_path, "audio-to-motion": person["path"], "checkpoint": ckpt}
     if preview is not None:
         paths["preview (real | rendered, held-out)"] = preview
+    r = person["result"]
     return FitResult(
         name=name, preset=preset, resolution=cfg.renderer.resolution, frames=T, train_frames=len(train_idx),
-        heldout_frames=len(held), psnr=float(report["psnr"]), ssim=float(report["ssim"]), a2m_errors=errors,
-        feature_kind=data.feature_kind, seconds=seconds, paths=paths,
+        heldout_frames=len(held), psnr=float(report["psnr"]), ssim=float(report["ssim"]), a2m_errors=r.errors,
+        feature_kind=data.feature_kind, seconds=seconds, paths=paths, a2m_mode=r.mode, a2m_note=" ".join(x for x in (a2m_note, r.note) if x),
+        a2m_train_frames=r.train_frames, a2m_heldout_frames=r.heldout_frames, voice_check=person["voice_check"],
         renderer_steps=int(renderer_stats["steps"]), renderer_start_step=int(renderer_stats["start_step"]),
+    )
+
+
+def _train_person_a2m(data, name: str, *, store: Store, cfg: FitPreset, mode: str, params: dict, device: str, seed: int,
+                      progress: Callable[..., None] | None, resume: bool = False) -> dict:
+    """Train, check and save the person's audio-to-motion model; ``{"result", "path", "voice_check"}``.
+
+    Its training state is checkpointed to ``<identity>/checkpoints/a2m.safetensors`` (on SIGINT /
+    SIGTERM and at the end); ``resume`` continues from there.
+    """
+    r = fit_person_a2m(data, mode, cfg.name, cfg.a2m, store=store, device=device, seed=seed, progress=progress,
+                       checkpoint=store.checkpoint_dir(name) / "a2m.safetensors", resume=resume)
+    voice = voice_independence(r.model, store, device) if mode == "finetune" else {}
+    extra = {"a2m_mode": mode, "a2m_train_frames": str(r.train_frames), "a2m_heldout_frames": str(r.heldout_frames)}
+    path = save_a2m(store.a2m_path(name), r.model, producer="fit-identity", params={**params, "a2m": mode},
+                    feature_kind=data.feature_kind, extra=extra)
+    return {"result": r, "path": path, "voice_check": voice}
+
+
+def voice_independence(model, store: Store, device: str = "cpu") -> dict[str, float]:
+    """Mouth-opening correlation of ``model`` and of the generic model on train-a2m's validation people.
+
+    Both are driven by the held-out people's audio (clips from the generic model's metadata, cached
+    in the store); a fine-tuned model that re-learned one voice falls behind the generic one.
+    Empty when those clips are not available here.
+    """
+    from .generic_a2m import pool_scores, score_clip, validation_clips
+    from .train_a2m import load_a2m
+
+    generic, art = load_a2m(store.generic_a2m_path, what="generic audio-to-motion model", device=device)
+    clips = validation_clips(store, {**art.metadata, "feature_kind": art.feature_kind or "mel"})
+    if not clips:
+        return {}
+    model = model.to(device)
+    person = pool_scores([score_clip(model, c, device) for c in clips])
+    base = pool_scores([score_clip(generic, c, device) for c in clips])
+    return {"people": ", ".join(sorted({c.person for c in clips})), "frames": person["frames"],
+            "person_corr": person["mouth_open_corr"], "generic_corr": base["mouth_open_corr"]}
+
+
+def _fit_a2m_only(name: str, *, store: Store, cfg: FitPreset, mode: str, note: str, device: str, seed: int,
+                  progress: Callable[..., None] | None, resume: bool = False) -> FitResult:
+    """fit-identity --a2m-only: the audio-to-motion model alone; the renderer is left as it is."""
+    t0 = time.perf_counter()
+    data = load_identity(store, name, with_images=False)
+    T = data.frames
+    if T < MIN_FRAMES:
+        raise InputError(f"clip too short to fit ({T / 25:.1f} s; need at least {MIN_FRAMES / 25:.0f} s)", path=store.dataset_path(name))
+    seconds = {"load": time.perf_counter() - t0}
+    params = {"identity": name, "preset": cfg.name, "device": device, "seed": seed, "a2m_only": True}
+    t0 = time.perf_counter()
+    person = _train_person_a2m(data, name, store=store, cfg=cfg, mode=mode, params=params, device=device, seed=seed, progress=progress,
+                               resume=resume)
+    seconds["audio_to_motion"] = time.perf_counter() - t0
+    r = person["result"]
+    return FitResult(
+        name=name, preset=cfg.name, resolution=data.size, frames=T, train_frames=r.train_frames, heldout_frames=r.heldout_frames,
+        psnr=float("nan"), ssim=float("nan"), a2m_errors=r.errors, feature_kind=data.feature_kind, seconds=seconds,
+        paths={"audio-to-motion": person["path"]}, a2m_mode=r.mode, a2m_note=" ".join(x for x in (note, r.note) if x),
+        a2m_train_frames=r.train_frames, a2m_heldout_frames=r.heldout_frames, voice_check=person["voice_check"],
     )

@@ -32,14 +32,14 @@ from .emotions import EMOTIONS
 from .errors import EmogeneError, NotFoundError
 from .fit_renderer import split_frames
 from .media import VideoWriter
-from .models.a2m import A2MConfig, AudioToMotionVAE
+from .models.a2m import AudioToMotionVAE
 from .models.ldm import LandmarkDeformationModel, LDMConfig
 from .models.renderer import TalkingHeadRenderer
 from .poses import find_idle_segments, sample_poses
 from .postprocess import PostConfig, postprocess
 from .preprocess import load_identity
 from .store import Store, load_model
-from .train_a2m import predict_motion
+from .train_a2m import load_a2m, predict_motion
 
 
 @dataclass
@@ -76,7 +76,7 @@ def load_speaker(store: Store, name: str | None, device: str = "cpu") -> Speaker
     """
     name = store.resolve_identity(name)
     renderer = TalkingHeadRenderer.load(store.renderer_path(name), device=device)
-    a2m, art = load_model(store.a2m_path(name), AudioToMotionVAE, A2MConfig, what="audio-to-motion model", device=device)
+    a2m, art = load_a2m(store.a2m_path(name), device=device)
     data = load_identity(store, name, size=renderer.config.resolution, with_images=False)
     check_kind(data.feature_kind, art.feature_kind or data.feature_kind, store.a2m_path(name))
     train_idx, _ = split_frames(len(data.motion))
@@ -304,6 +304,7 @@ def speak(
     seed: int = 0,
     hubert: str | None = None,
     post: PostConfig | None = None,
+    landmarks_only: bool = False,
     progress: Callable[..., None] | None = None,
     on_track: Callable[[list[TrackRow], list[str], float], None] | None = None,
 ) -> SpeakResult:
@@ -327,6 +328,9 @@ def speak(
             (not with ``all``).
         on_track: called as ``on_track(rows used, warnings, audio seconds)`` once the track
             is cut to the audio, before any model loads.
+        landmarks_only: write only the driving landmarks (``<output stem>_landmarks.mp4`` by
+            default; no renderer needed, see :func:`load_landmark_speaker`): an identity that
+            was only preprocessed is driven by the generic audio-to-motion model.
 
     Raises:
         EmogeneError: a bad emotion spec or track, intensity or transition out of range, a
@@ -348,18 +352,23 @@ def speak(
     rows = load_track(track) if track is not None else None
     if grid and preview:
         raise EmogeneError("--preview is not available with --emotion all (the grid already shows every emotion)", path="--preview")
+    if landmarks_only and (grid or preview or not identity):
+        raise EmogeneError("--landmarks-only needs --identity NAME and draws one face (not with --emotion all or --preview)",
+                           path="--landmarks-only")
     label = "all" if grid else ("track" if rows is not None else describe_blend(blend))
     if output:
         out = Path(output)
     else:
         tag = "all" if grid else (Path(track).stem if rows is not None else "-".join(blend))
-        out = Path.cwd() / f"{Path(audio_path).stem}_{tag}.mp4"
+        out = Path.cwd() / f"{Path(audio_path).stem}_{tag}{'_landmarks' if landmarks_only else ''}.mp4"
     if out.suffix.lower() != ".mp4":
         raise EmogeneError("output must be an .mp4 file", path=out)
 
     seconds: dict[str, float] = {}
     warnings: list[str] = []
     t0 = time.perf_counter()
+    if not landmarks_only:
+        require_renderer(store, identity)
     audio = load_audio(audio_path)
     T = frames_for(audio)
     if rows is not None:
@@ -372,7 +381,11 @@ def speak(
     else:
         weights = np.zeros((T, len(EMOTIONS)), np.float32)  # the grid plans neutral first
     emotive = grid or bool(np.delete(weights, EMOTIONS.index("neutral"), axis=1).any())
-    speaker = load_speaker(store, identity, device)
+    which = ""
+    if landmarks_only:
+        speaker, which = load_landmark_speaker(store, identity, device)
+    else:
+        speaker = load_speaker(store, identity, device)
     ldm = load_ldm(store, device) if emotive and intensity > 0 else None
     seconds["load"] = time.perf_counter() - t0
 
@@ -385,6 +398,19 @@ def speak(
                    emotional_motion(speaker, plan.neutral, one_hot_weights(e, intensity, T), ldm=ldm, post=post, seed=seed)[2]
                    for e in EMOTIONS]
     seconds["motion"] = time.perf_counter() - t0
+    if landmarks_only:
+        t0 = time.perf_counter()
+        size = int(speaker.background.shape[0])
+        with VideoWriter(out, size, size, audio=audio_path) as lm_writer:
+            for frame in draw_landmarks(plan.motion68, plan.poses, speaker, size):
+                lm_writer.write(frame)
+        seconds["draw"] = time.perf_counter() - t0
+        note = "; ".join(x for x in (f"landmarks only, {which} audio-to-motion model", plan.feature_note) if x)
+        return SpeakResult(
+            identity=speaker.name, emotion=label, intensity=intensity, frames=T, duration=T / 25.0, output=out, preview=None,
+            silent_fraction=float(1.0 - plan.active.mean()), feature_kind=speaker.feature_kind, feature_note=note,
+            seconds=seconds, track=rows, warnings=warnings,
+        )
 
     size = speaker.renderer.config.resolution
     t0 = time.perf_counter()
@@ -417,3 +443,54 @@ def speak(
         preview=preview_path, silent_fraction=float(1.0 - plan.active.mean()), feature_kind=speaker.feature_kind,
         feature_note=plan.feature_note, seconds=seconds, track=rows, warnings=warnings,
     )
+
+
+# --------------------------------------------------------------------------------------
+# landmarks only: identities without a renderer
+
+
+def require_renderer(store: Store, identity: str | None) -> None:
+    """NotFoundError for a preprocessed identity without renderer, pointing at fit-identity and --landmarks-only."""
+    if identity and store.dataset_path(identity).is_file() and not store.renderer_path(identity).is_file():
+        raise NotFoundError(
+            f"identity '{identity}' has no renderer: run `emogene fit-identity {identity}` to render video, "
+            "or pass --landmarks-only for a landmark video driven by the audio-to-motion model",
+            path=store.renderer_path(identity),
+        )
+
+
+def load_landmark_speaker(store: Store, name: str, device: str = "cpu") -> tuple[Speaker, str]:
+    """A :class:`Speaker` without renderer (``renderer=None``) for a preprocessed identity.
+
+    Uses the person's audio-to-motion model when it has one, else the generic one
+    (``models/a2m.safetensors``). Poses and landmarks are in pixels of the dataset's frames.
+
+    Returns:
+        ``(speaker, which model: "person" or "generic")``.
+
+    Raises:
+        NotFoundError: not preprocessed, or no audio-to-motion model at all (names train-a2m).
+        MismatchError: the model's audio features differ from the dataset's.
+    """
+    store.require_dataset(name)
+    data = load_identity(store, name, with_images=False)
+    if store.a2m_path(name).is_file():
+        a2m, _ = load_a2m(store.a2m_path(name), device=device, feature_kind=data.feature_kind)
+        which = "person's"
+    elif store.generic_a2m_path.is_file():
+        a2m, _ = load_a2m(store.generic_a2m_path, what="generic audio-to-motion model", device=device, feature_kind=data.feature_kind)
+        which = "generic"
+    else:
+        raise NotFoundError(f"identity '{name}' has no audio-to-motion model and the store no generic one: run `emogene train-a2m VIDEOS` "
+                            f"or `emogene fit-identity {name}`", path=store.generic_a2m_path)
+    train_idx, _ = split_frames(len(data.motion))
+    lm68 = data.landmarks[train_idx][:, geometry.LM68_FROM_LM478]
+    face_size = float(np.median(lm68[:, :, 1].max(1) - lm68[:, :, 1].min(1)))
+    poses = data.poses[train_idx]
+    dense = geometry.dense_motion(data.canonical[train_idx], data.mean_shape, data.iod)
+    speaker = Speaker(
+        name=name, renderer=None, a2m=a2m, feature_kind=data.feature_kind, bank_motion=data.motion[train_idx], bank_poses=poses,
+        background=data.background, mean_shape=data.mean_shape, iod=float(data.iod), face_size=face_size,
+        idle_segments=find_idle_segments(poses, face_size), device=device, lift=geometry.fit_lift(data.motion[train_idx], dense),
+    )
+    return speaker, which

@@ -9,6 +9,8 @@ Layout (see DESIGN.md)::
     <home>/identities/<name>/checkpoints/            resumable training state
     <home>/models/ldm.safetensors                    landmark deformation model
     <home>/models/mead_cache/                        cached MEAD landmarks
+    <home>/models/a2m.safetensors                    generic audio-to-motion VAE (train-a2m)
+    <home>/models/a2m_cache/                         cached landmarks and audio features of its clips
     <home>/models/third_party/                       face_landmarker.task, HuBERT, ...
 
 ``home`` is ``--home``, else ``$EMOGENE_HOME``, else ``platformdirs.user_data_dir("emogene")``.
@@ -215,6 +217,14 @@ class Store:
     @property
     def mead_cache_dir(self) -> Path:
         return self.models_dir / "mead_cache"
+
+    @property
+    def generic_a2m_path(self) -> Path:
+        return self.models_dir / "a2m.safetensors"
+
+    @property
+    def a2m_cache_dir(self) -> Path:
+        return self.models_dir / "a2m_cache"
 
     @property
     def third_party_dir(self) -> Path:

@@ -28,7 +28,7 @@ from .emotions import ALIASES, EMOTIONS
 from .errors import InputError, NotFoundError
 from .interrupt import note_kept
 from .models.ldm import LandmarkDeformationModel, LDMConfig
-from .store import Store, load_artifact, save_artifact, save_model
+from .store import Store, save_model
 
 Progress = Callable[[str, int, int], None]
 
@@ -77,36 +77,20 @@ def scan_mead(data_dir: str | Path) -> list[MeadClip]:
 def clip_track(clip: MeadClip, store: Store) -> tuple[np.ndarray, np.ndarray]:
     """``[T, 478, 3]`` landmarks (pixels) and ``[T, 52]`` blendshapes of a clip, cached in ``<store>/models/mead_cache``.
 
-    The cache entry is reused only while the clip's size and modification time match and it
-    holds both arrays (entries of older versions, landmarks only, are recomputed).
+    The cache entry (:func:`emogene_cli.face.cached_track`, shared with train-a2m) is reused
+    only while the clip's size and modification time match; older entries are recomputed.
 
     Raises:
         InputError: a face was found in fewer than half of the frames.
     """
-    from .face import track_frames
-    from .media import read_frames
+    from .face import cached_track
 
-    stat = clip.path.stat()
-    stamp = f"{stat.st_size}:{int(stat.st_mtime)}"
-    cache = store.mead_cache_dir / f"{clip.key}.safetensors"
-    if cache.is_file():
-        try:
-            art = load_artifact(cache, what="MEAD landmark cache")
-            if art.metadata.get("source_stamp") == stamp and "blendshapes" in art.tensors:
-                return art.tensors["landmarks"], art.tensors["blendshapes"]
-        except Exception:
-            pass  # a stale or broken cache entry is recomputed
-    track = track_frames(read_frames(clip.path), store=store)
-    found = float(np.mean(track.found)) if len(track.found) else 0.0
-    if found < 0.5:
-        raise InputError(f"a face was found in only {found:.0%} of frames", path=clip.path)
-    landmarks = track.landmarks.astype(np.float32)
-    blendshapes = track.blendshapes[track.found].astype(np.float32)
-    save_artifact(
-        cache, {"landmarks": landmarks, "blendshapes": blendshapes}, producer="train-ldm",
-        params={"clip": str(clip.path)}, extra={"source_stamp": stamp},
-    )
-    return landmarks, blendshapes
+    track, _ = cached_track(clip.path, store.mead_cache_dir / f"{clip.key}.safetensors", store, producer="train-ldm")
+    found = track["found"].astype(bool)
+    frac = float(found.mean()) if len(found) else 0.0
+    if frac < 0.5:
+        raise InputError(f"a face was found in only {frac:.0%} of frames", path=clip.path)
+    return track["landmarks"], track["blendshapes"][found]
 
 
 def clip_landmarks(clip: MeadClip, store: Store) -> np.ndarray:

@@ -80,7 +80,14 @@ def test_evaluate_writes_every_figure(evaluated):
     aud = data["audio_driven"]
     assert aud["frames"] == 13
     assert 0 <= aud["m_lmd"] < 10 and 0 <= aud["f_lmd"] < 10
-    assert -1 <= aud["lipsync_corr"] <= 1 and abs(aud["lipsync_lag"]) <= 5
+    assert -1 <= aud["lipsync_corr"] <= 1 and abs(aud["lipsync_lag"]) <= 10
+    assert abs(aud["lipsync_lag_real_video"]) <= 10 and data["settings"]["lipsync_max_lag_frames"] == 10
+
+    lip = data["lipsync"]  # the person's audio-to-motion model on its own held-out stretch
+    assert lip["model"] == "person" and lip["frames"] == 62 and lip["start_frame"] == 63  # 5 s clip: the last half
+    assert -1 <= lip["mouth_open_corr"] <= 1 and abs(lip["mouth_open_best_lag"]) <= 10
+    assert lip["mouth_open_best_corr"] >= lip["mouth_open_corr"]
+    assert 0 <= lip["m_lmd"] < 50 and "256x256" in lip["m_lmd_units"]
 
     emo = data["emotion"]
     assert set(emo["per_emotion"]) == {"neutral", "happy", "sad"}
@@ -95,7 +102,7 @@ def test_evaluate_writes_every_figure(evaluated):
     assert idle["silent_frames"] >= 50  # 3 s of padded silence at 25 fps, minus voice-activity edges
     for key in ("velocity_mean", "velocity_std", "acceleration_mean", "acceleration_std"):
         assert _finite(idle[key]) and 0 <= idle[key] < 1
-    assert {"load", "reconstruction", "audio_driven", "emotion", "idle", "report"} <= set(data["seconds"])
+    assert {"load", "reconstruction", "audio_driven", "lipsync", "emotion", "idle", "report"} <= set(data["seconds"])
     assert {c[0] for c in calls} >= {"reconstruction", "audio-driven", "emotions"}
 
 
@@ -105,6 +112,7 @@ def test_evaluate_report_is_self_contained_html(evaluated):
     assert text.startswith("<!doctype html>")
     assert text.count("src='data:image/png;base64,") >= 6  # 3 grids/strips + at least 3 plots
     assert "http" not in text  # nothing fetched from elsewhere
+    assert "predicted vs real mouth opening" in text
 
 
 def test_frame_grid_layout():
@@ -154,3 +162,66 @@ def test_emotion_measurement_sees_a_real_smile(model_env, tmp_path):
     out = metrics.blendshape_deltas(means["happy"], means["neutral"], BLENDSHAPE_NAMES, "happy")
     assert out["score"] > 0.1
     assert out["deltas"]["mouthSmileLeft"] > 0.2 and out["deltas"]["mouthSmileRight"] > 0.2
+
+
+@pytest.fixture(scope="module")
+def preprocessed_only(fitted_may, tmp_path_factory):
+    """A store with ``may`` preprocessed but not fitted, and a (briefly trained) generic audio-to-motion model."""
+    import shutil
+
+    from emogene_cli.models.a2m import A2MConfig
+    from emogene_cli.store import Store, load_artifact
+    from emogene_cli.train_a2m import A2MTraining, Utterance, save_a2m, train_a2m_clips
+
+    store = Store(tmp_path_factory.mktemp("prestore"))
+    src = fitted_may.identity_dir("may")
+    dst = store.identity_dir("may")
+    dst.mkdir(parents=True)
+    shutil.copy(src / "dataset.safetensors", dst / "dataset.safetensors")
+    shutil.copytree(src / "frames", dst / "frames")
+    t = load_artifact(store.dataset_path("may")).tensors
+    model = train_a2m_clips([[Utterance(t["audio_features"], t["f0"], t["motion"])]], A2MConfig.preset("tiny", 80),
+                            A2MTraining(steps=30, window=32, batch=4))
+    save_a2m(store.generic_a2m_path, model, producer="train-a2m", params={}, feature_kind="mel")
+    return store
+
+
+def test_preprocessed_only_identity_gets_lipsync_from_the_generic_model(preprocessed_only, tmp_path, capsys, monkeypatch):
+    import time
+
+    from emogene_cli.cli import main
+    from emogene_cli.evaluate import evaluate_identity
+
+    start = time.perf_counter()
+    result = evaluate_identity("may", store=preprocessed_only, json_path=tmp_path / "e.json", report_path=tmp_path / "e.html")
+    assert time.perf_counter() - start < 60  # a 5 s clip
+    data = json.loads((tmp_path / "e.json").read_text())
+    assert data["fitted"] is False and "reconstruction" not in data and "emotion" not in data
+    lip = data["lipsync"]
+    assert lip["model"] == "generic" and lip["frames"] == 125 and lip["start_frame"] == 0
+    assert -1 <= lip["mouth_open_corr"] <= 1 and abs(lip["mouth_open_best_lag"]) <= 10 and lip["m_lmd"] >= 0
+    assert lip["clip_in_generic_training"] is False
+    assert "predicted vs real mouth opening" in result.report_path.read_text()
+
+    monkeypatch.setenv("COLUMNS", "200")
+    assert main(["--home", str(preprocessed_only.home), "evaluate", "may", "--json", str(tmp_path / "f.json"),
+                 "--report", str(tmp_path / "f.html")]) == 0
+    out = capsys.readouterr().out
+    assert "mouth_open_corr" in out and "no renderer" in out
+
+
+def test_preprocessed_only_speak_landmarks_and_render_error(preprocessed_only, tmp_path, capsys):
+    from emogene_cli import media
+    from emogene_cli.cli import main
+
+    home = str(preprocessed_only.home)
+    wav = str(DATA / "speech" / "arctic_a0007_4s.wav")
+    assert main(["--home", home, "speak", wav, "--emotion", "neutral", "--identity", "may"]) == 2
+    err = capsys.readouterr().err
+    assert "no renderer" in err and "fit-identity may" in err and "--landmarks-only" in err
+    out = tmp_path / "lm.mp4"
+    assert main(["--home", home, "speak", wav, "--emotion", "neutral", "--identity", "may", "--landmarks-only", "-o", str(out)]) == 0
+    info = media.probe(out)
+    assert info.has_audio and info.width == 128
+    assert abs(len(list(media.read_frames(out))) - 100) <= 1  # 4 s at 25 fps
+    assert "generic audio-to-motion model" in capsys.readouterr().out

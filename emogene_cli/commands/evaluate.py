@@ -27,9 +27,9 @@ def figures_table(figures: dict[str, Any], reference: dict[str, float]) -> Table
     table.add_column("figure")
     table.add_column("value", justify="right")
     table.add_column("EmoGene paper", justify="right", style="dim")
-    for part in ("reconstruction", "audio_driven", "idle"):
+    for part in ("reconstruction", "audio_driven", "lipsync", "idle"):
         for key, value in figures.get(part, {}).items():
-            if key == "note" or isinstance(value, dict):
+            if key in ("note", "method", "m_lmd_units") or isinstance(value, dict):
                 continue
             ref = reference.get(f"idle_{key}" if part == "idle" else key)
             table.add_row(part, key, _value(value), "" if ref is None else f"{ref:g}")
@@ -55,7 +55,7 @@ def figures_table(figures: dict[str, Any], reference: dict[str, float]) -> Table
 
 def evaluate_command(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="A fitted identity.")],
+    name: Annotated[str, typer.Argument(help="A fitted identity (or one only preprocessed: then the lip-sync figures of the generic audio-to-motion model alone).")],
     audio: Annotated[Optional[Path], typer.Option(help="Speech with a silent stretch for the idle figures (also drives the emotion renders). Default: the held-out audio followed by silence.")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="JSON output (default: identities/NAME/evaluation.json in the store).")] = None,
     report: Annotated[Optional[Path], typer.Option("--report", help="HTML report (default: identities/NAME/evaluation.html in the store).")] = None,
@@ -84,6 +84,13 @@ def evaluate_command(
         )
     console.print(figures_table(r.figures, PAPER_REFERENCE))
     f = r.figures
+    if "lipsync" in f:
+        console.print(f"lipsync: {f['lipsync']['method']}; M-LMD in {f['lipsync']['m_lmd_units']}")
+    if not f.get("fitted", True):
+        console.print(f"note: {f['note']}")
+        console.print(summary_table("evaluate", [("time", ", ".join(f"{k} {v:.1f} s" for k, v in r.seconds.items())),
+                                                 *paths_rows({"figures": r.json_path, "report": r.report_path})]))
+        return
     rows = [
         ("identity", f"{f['identity']} (preset {f['preset']}, {f['resolution']}x{f['resolution']}, {f['heldout_frames']} held-out frames)"),
         ("device", f["device"]["device"]),

@@ -16,6 +16,12 @@ class Preset(str, Enum):
     full = "full"
 
 
+class A2MMode(str, Enum):
+    auto = "auto"
+    finetune = "finetune"
+    scratch = "scratch"
+
+
 def fit_identity_command(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="A preprocessed identity (see `emogene list`).")],
@@ -23,27 +29,42 @@ def fit_identity_command(
     device: Annotated[Device, typer.Option(help="Where to train.")] = Device.auto,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint.")] = False,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    a2m: Annotated[A2MMode, typer.Option("--a2m", help="Audio-to-motion: finetune the generic model (emogene train-a2m), train from scratch on the person alone, or auto (finetune when the store has a generic model).")] = A2MMode.auto,
+    a2m_only: Annotated[bool, typer.Option("--a2m-only", help="Train only the audio-to-motion model; keep the renderer (minutes instead of ~20).")] = False,
 ) -> None:
     """Train the person's renderer (head NeRF + torso) and audio-to-motion VAE.
 
-    Trains on the first 90% of the identity's frames and reports PSNR/SSIM and landmark errors
-    on the held-out last 10%. Ctrl-C saves a checkpoint at the current step; --resume continues.
+    The renderer trains on the first 90% of the identity's frames and reports PSNR/SSIM on the
+    held-out last 10%; the audio-to-motion model (fine-tuned from the generic model when the
+    store has one) holds out the last max(10%, 5 s) and reports its lip sync there.
+    Ctrl-C saves a checkpoint at the current step; --resume continues.
     """
     from ..fit import fit_identity
 
     store = get_store(ctx)
     dev = resolve_device(device)
     with progress_bars() as update:
-        r = fit_identity(name, store=store, preset=preset.value, device=dev, resume=resume, seed=seed, progress=update)
+        r = fit_identity(name, store=store, preset=preset.value, device=dev, resume=resume, seed=seed, a2m=a2m.value,
+                         a2m_only=a2m_only, progress=update)
+    if r.a2m_note:
+        console.print(f"note: {r.a2m_note}")
     e = r.a2m_errors
-    rows = [
-        ("identity", r.name),
-        ("preset", f"{r.preset} ({r.resolution}x{r.resolution}, device {dev})"),
-        ("frames", f"{r.frames} ({r.train_frames} trained, {r.heldout_frames} held out)"),
-        ("renderer steps", _steps_text(r.renderer_steps, r.renderer_start_step)),
-        ("held-out PSNR", f"{r.psnr:.2f} dB"),
-        ("held-out SSIM", f"{r.ssim:.4f}"),
+    rows = [("identity", r.name), ("preset", f"{r.preset} ({r.resolution}x{r.resolution}, device {dev})")]
+    if not a2m_only:
+        rows += [
+            ("frames", f"{r.frames} ({r.train_frames} trained, {r.heldout_frames} held out)"),
+            ("renderer steps", _steps_text(r.renderer_steps, r.renderer_start_step)),
+            ("held-out PSNR", f"{r.psnr:.2f} dB"),
+            ("held-out SSIM", f"{r.ssim:.4f}"),
+        ]
+    rows += [
+        ("audio-to-motion", f"{r.a2m_mode}; {r.a2m_train_frames} frames trained, last {r.a2m_heldout_frames} held out"),
         ("held-out landmarks", f"RMSE {e['rmse']:.4f}, mouth {e['mouth_rmse']:.4f} (inter-ocular units); mouth-opening corr {e['mouth_open_corr']:.2f}"),
+    ]
+    if r.voice_check:
+        v = r.voice_check
+        rows.append(("other voices", f"mouth-opening corr {v['person_corr']:.2f} (generic model {v['generic_corr']:.2f}) on train-a2m's held-out people: {v['people']}"))
+    rows += [
         ("audio features", r.feature_kind),
         ("time", ", ".join(f"{k} {v:.0f} s" for k, v in r.seconds.items())),
     ] + paths_rows(r.paths)

@@ -54,6 +54,8 @@ def list_command(ctx: typer.Context) -> None:
             table.add_row(name, "[yellow]not fitted[/yellow]", "", f"run: emogene fit-identity {name}")
     if store.ldm_path.exists():
         table.add_row("models", "ldm", _size(store.ldm_path), _describe(store.ldm_path))
+    if store.generic_a2m_path.exists():
+        table.add_row("models", "audio-to-motion (generic)", _size(store.generic_a2m_path), _describe(store.generic_a2m_path))
     if table.row_count == 0:
         console.print(f"the store at {store.home} is empty: start with `emogene preprocess VIDEO`")
         return

@@ -35,6 +35,7 @@ def speak_command(
     seed: Annotated[int, typer.Option(help="Random seed (latent sample, blinks, pose start).")] = 0,
     hubert: Annotated[Optional[str], typer.Option(help="HuBERT weights folder, when the identity was fitted with HuBERT features.")] = None,
     device: Annotated[Device, typer.Option(help="Where to run the models and render.")] = Device.auto,
+    landmarks_only: Annotated[bool, typer.Option("--landmarks-only", help="Write only the driving landmarks (no renderer needed): a preprocessed identity without its own model is driven by the generic audio-to-motion model (emogene train-a2m).")] = False,
 ) -> None:
     """Make a fitted identity say AUDIO with an emotion; writes an mp4 with the audio.
 
@@ -55,7 +56,7 @@ def speak_command(
         r = speak(
             audio, store=store, emotion=emotion, track=emotion_track, transition=transition, identity=identity,
             intensity=intensity, output=output, preview=preview, device=dev, temperature=temperature, seed=seed,
-            hubert=hubert, progress=update, on_track=show_track,
+            hubert=hubert, landmarks_only=landmarks_only, progress=update, on_track=show_track,
         )
     total = sum(r.seconds.values())
     rows = [
@@ -69,6 +70,8 @@ def speak_command(
     ]
     if r.preview:
         rows.append(("wrote preview", str(r.preview)))
+    if landmarks_only:
+        rows.append(("note", r.feature_note))
     console.print(summary_table("speak", rows))
 
 

@@ -12,6 +12,14 @@ Usage::
     motion = model.sample(audio [B, 2T, 80], f0 [B, T], temperature=0.2)  # [B, T, 68, 3]
 
 Audio features run at 50 Hz (2 per video frame); motion at 25 fps in inter-ocular units.
+
+Speaker normalisation (``input_norm``): models made by ``train-a2m`` and ``fit-identity``
+(``"utterance"``) expect their inputs normalised per utterance by
+:func:`emogene_cli.train_a2m.speaker_normalise`:
+features with cepstral mean and variance normalisation over the utterance, and f0 divided by
+the utterance's median voiced f0 (the model turns that into octaves, so a pitch-shifted
+voice gives the same input). Older models (``"none"``, the default when a saved config does
+not name it) take raw features and f0 in Hz, as before.
 """
 
 from __future__ import annotations
@@ -35,12 +43,14 @@ class A2MConfig:
     blocks: int = 3
     kernel: int = 5
     pitch: bool = True
+    input_norm: str = "none"  # "utterance": speaker-normalised inputs (see module docstring)
+    dropout: float = 0.0  # dropout on the audio condition while training
 
     @classmethod
     def preset(cls, name: str, audio_dim: int) -> "A2MConfig":
-        """``tiny`` (tests), ``quick`` (CPU) or ``full`` (GeneFace++ sizes)."""
+        """``tiny`` (tests), ``quick`` (CPU) or ``full`` (GeneFace++ sizes); speaker-normalised inputs."""
         sizes = {"tiny": dict(hidden=32, latent=8, blocks=1), "quick": dict(hidden=128, latent=16, blocks=2), "full": dict(hidden=256, latent=16, blocks=4)}
-        return cls(audio_dim=audio_dim, **sizes[name])
+        return cls(audio_dim=audio_dim, input_norm="utterance", dropout=0.1, **sizes[name])
 
 
 class ResBlock1d(nn.Module):
@@ -84,6 +94,9 @@ class AudioToMotionVAE(nn.Module):
         self.posterior = conv_stack(h + MOTION_DIM, h, 2 * c.latent, c.blocks, c.kernel)
         self.prior = conv_stack(h, h, 2 * c.latent, 1, c.kernel)
         self.decoder = conv_stack(h + c.latent, h, MOTION_DIM, c.blocks, c.kernel)
+        self.drop = nn.Dropout(c.dropout)
+        if c.input_norm not in ("none", "utterance"):
+            raise ValueError(f"unknown input_norm {c.input_norm!r}")
         self.register_buffer("audio_mean", torch.zeros(c.audio_dim))
         self.register_buffer("audio_std", torch.ones(c.audio_dim))
         self.register_buffer("motion_mean", torch.zeros(MOTION_DIM))
@@ -98,15 +111,22 @@ class AudioToMotionVAE(nn.Module):
         self.motion_std.copy_(flat.std(0).clamp_min(1e-4))
 
     def encode_audio(self, audio: torch.Tensor, f0: torch.Tensor) -> torch.Tensor:
-        """``audio [B, 2T, D]``, ``f0 [B, T]`` (Hz) -> condition ``[B, H, T]``."""
+        """``audio [B, 2T, D]``, ``f0 [B, T]`` -> condition ``[B, H, T]``.
+
+        ``f0`` is in Hz for ``input_norm="none"``, relative to the utterance's median voiced f0
+        for ``"utterance"`` (0 = unvoiced in both).
+        """
         x = (audio - self.audio_mean) / self.audio_std
         if self.config.pitch:
             voiced = (f0 > 0).float()
-            logf0 = torch.where(f0 > 0, torch.log(f0.clamp_min(1.0)) - 5.0, torch.zeros_like(f0))
+            if self.config.input_norm == "utterance":  # octaves above / below the speaker's median
+                logf0 = torch.where(f0 > 0, torch.log2(f0.clamp_min(1e-3)), torch.zeros_like(f0))
+            else:
+                logf0 = torch.where(f0 > 0, torch.log(f0.clamp_min(1.0)) - 5.0, torch.zeros_like(f0))
             extra = torch.stack([logf0, voiced], -1).repeat_interleave(2, dim=1)  # [B, 2T, 2]
             x = torch.cat([x, extra], -1)
         cond = self.audio_in(x.transpose(1, 2))  # [B, H, T]
-        return self.audio_net(cond)
+        return self.drop(self.audio_net(cond))
 
     def _decode(self, cond: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         out = self.decoder(torch.cat([cond, z], 1)).transpose(1, 2)  # [B, T, 204] normalised

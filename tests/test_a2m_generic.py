@@ -1,0 +1,313 @@
+"""The generic audio-to-motion model: people, splits, speaker normalisation, augmentation, training.
+
+The training test uses three synthetic speakers whose "voices" differ (pitch, a formant,
+loudness) and whose mouth opening follows the loudness envelope of what they say: trained on
+two, the model must predict the third one's mouth from its audio alone.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from emogene_cli import audio as audio_mod
+from emogene_cli.a2m_data import (AugmentConfig, FeatureExtractor, add_variants_arrays, augment_clip, person_from_stem,
+                                  scan_talking, split_people)
+from emogene_cli.errors import InputError, MismatchError
+from emogene_cli.models.a2m import A2MConfig, AudioToMotionVAE
+from emogene_cli.store import Store, save_artifact, save_model
+from emogene_cli.train_a2m import (A2MTraining, Utterance, a2m_heldout, load_a2m, predict_motion, save_a2m,
+                                   speaker_normalise, train_a2m_clips)
+
+from .conftest import DATA, MODELS
+
+SR = 16000
+
+
+# ---- who is who, and the split --------------------------------------------------------
+
+
+@pytest.mark.parametrize("stem, person", [
+    ("obama_clip2_30s", "obama"), ("noem_18s", "noem"), ("ocasio_cortez_8s", "ocasio_cortez"),
+    ("retalking_face3", "retalking_face3"), ("li_clip1_10s", "li"), ("clip1", "clip1"),
+])
+def test_person_from_file_name(stem, person):
+    assert person_from_stem(stem) == person
+
+
+def test_scan_uses_subfolders_as_people(tmp_path):
+    for rel in ("id001/a.mp4", "id001/b/c.mp4", "id002/x.MP4", "loose_clip1_5s.mp4", "notes.txt"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"")
+    clips = scan_talking([tmp_path])
+    assert sorted((c.person, c.path.name) for c in clips) == [
+        ("id001", "a.mp4"), ("id001", "c.mp4"), ("id002", "x.MP4"), ("loose", "loose_clip1_5s.mp4")]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(InputError, match="no video found"):
+        scan_talking([empty])
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_leave_identity_out_split_never_shares_a_person(seed):
+    rng = np.random.default_rng(seed)
+    people = [f"p{k}" for k in rng.integers(0, rng.integers(2, 14), size=40)]
+    n_val = int(rng.integers(1, len(set(people))))
+    train, val = split_people(people, n_val, seed=seed)
+    assert not set(train) & set(val)
+    assert set(train) | set(val) == set(people) and len(val) == n_val and train
+    # the same seed, the same split; names given explicitly are honoured
+    assert split_people(people, n_val, seed=seed) == (train, val)
+    assert split_people(people, val, seed=123)[1] == val
+
+
+def test_split_errors():
+    with pytest.raises(InputError, match="unknown people ghost"):
+        split_people(["a", "b"], ["ghost"])
+    with pytest.raises(InputError, match="no person left"):
+        split_people(["a", "b"], ["a", "b"])
+
+
+# ---- speaker normalisation and augmentation ---------------------------------------------
+
+
+def test_speaker_normalise_removes_loudness_and_pitch_level():
+    rng = np.random.default_rng(0)
+    feats = rng.normal(size=(200, 8)).astype(np.float32)
+    f0 = np.where(rng.random(100) > 0.3, rng.uniform(100, 140, 100), 0).astype(np.float32)
+    a, p = speaker_normalise(feats, f0)
+    np.testing.assert_allclose(a.mean(0), 0, atol=1e-5)
+    np.testing.assert_allclose(a.std(0), 1, atol=1e-3)
+    assert np.median(p[p > 0]) == pytest.approx(1.0) and np.all(p[f0 == 0] == 0)
+    # a louder (log-mel offset, gain) and higher (pitch x 1.5) version of the same speech: same inputs
+    b, q = speaker_normalise(2.0 * feats + 3.0, 1.5 * f0)
+    np.testing.assert_allclose(a, b, atol=1e-4)
+    np.testing.assert_allclose(p, q, atol=1e-6)
+
+
+def test_mel_warp_one_is_the_stored_feature_and_warp_moves_formants_up():
+    import librosa
+
+    t = np.arange(SR * 2) / SR
+    y = (0.3 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32)
+    T = audio_mod.frames_for(y)
+    mel = librosa.feature.melspectrogram(y=y, sr=SR, n_fft=1024, hop_length=320, win_length=800, n_mels=80, fmin=55, fmax=7600)
+    old = np.log(mel + 1e-6).T
+    old = ((old - old.mean(0)) / (old.std(0) + 1e-5)).astype(np.float32)[: 2 * T]
+    np.testing.assert_allclose(audio_mod.mel_features(y, T), old, atol=1e-4)
+    raw = lambda w: np.argmax(audio_mod.mel_features(y + 1e-3 * np.random.default_rng(0).normal(size=len(y)).astype(np.float32), T, warp=w).mean(0))  # noqa: E731
+    assert raw(1.15) > raw(1.0) > raw(0.87)
+
+
+def test_augmented_copy_keeps_the_words_and_changes_the_voice():
+    rng = np.random.default_rng(1)
+    y, env, f0 = synthetic_voice(rng, seconds=4.0, f0_hz=120.0, formant=700.0, gain=0.3)
+    T = len(f0)
+    motion = mouth_motion(env)
+    extractor = FeatureExtractor("mel")
+    cfg = AugmentConfig(variants=1, pitch_semitones=3.0, speed=0.1)
+    v = augment_clip(y, f0, motion, extractor, np.random.default_rng(5), cfg)
+    speed = v.params["speed"]
+    n = int(round(T / speed))
+    assert v.features.shape == (2 * n, 80) and v.f0.shape == (n,) and v.motion.shape == (n, 68, 3)
+    ratio = np.median(v.f0[v.f0 > 0]) / np.median(f0[f0 > 0])
+    assert ratio == pytest.approx(speed * 2 ** (v.params["pitch_semitones"] / 12), rel=1e-3)
+    # the mouth still opens where the (time-scaled) speech is loud
+    opening = v.motion[:, 66, 1]
+    loud = v.features[:, :40].mean(1).reshape(n, 2).mean(1)
+    assert np.corrcoef(opening, loud)[0, 1] > 0.5
+    again = add_variants_arrays(y, f0, motion, extractor, cfg, 7)
+    np.testing.assert_array_equal(again[0].features, add_variants_arrays(y, f0, motion, extractor, cfg, 7)[0].features)
+
+
+# ---- training across speakers ---------------------------------------------------------
+
+
+def synthetic_voice(rng: np.random.Generator, seconds: float, f0_hz: float, formant: float, gain: float):
+    """``(audio [N], envelope [T], f0 [T])``: harmonics of ``f0_hz`` through one resonance, loudness = a random envelope."""
+    from scipy.signal import lfilter
+
+    T = int(seconds * 25)
+    # syllable-like envelope: smoothed random bursts with pauses
+    env = np.clip(np.convolve(rng.normal(size=T), np.hanning(7) / np.hanning(7).sum(), "same") * 2.5, 0, None)
+    env[rng.random(T) < 0.08] = 0
+    env = np.convolve(env, np.ones(3) / 3, "same")
+    n = T * 640
+    t = np.arange(n) / SR
+    vib = f0_hz * (1 + 0.03 * np.sin(2 * np.pi * 0.7 * t))
+    phase = 2 * np.pi * np.cumsum(vib) / SR
+    src = sum(np.sin(k * phase) / k for k in range(1, 25))
+    r, w = 0.97, 2 * np.pi * formant / SR  # one formant resonance
+    voiced = lfilter([1.0], [1.0, -2 * r * np.cos(w), r * r], src)
+    voiced = voiced / (np.abs(voiced).max() + 1e-9)
+    amp = np.interp(t, (np.arange(T) + 0.5) / 25, env)
+    y = gain * amp * voiced + 1e-4 * rng.normal(size=n)
+    f0 = np.where(env > 0.05, f0_hz, 0.0).astype(np.float32)
+    return y.astype(np.float32), env.astype(np.float32), f0
+
+
+def mouth_motion(env: np.ndarray) -> np.ndarray:
+    """Motion ``[T, 68, 3]`` whose lower lip (and chin) drop with ``env``: the mouth opens as the speech is loud."""
+    m = np.zeros((len(env), 68, 3), np.float32)
+    m[:, [65, 66, 67], 1] = 0.25 * env[:, None]
+    m[:, [55, 56, 57, 58, 59], 1] = 0.2 * env[:, None]
+    m[:, 8, 1] = 0.1 * env
+    return m
+
+
+def test_generic_model_learns_a_voice_it_never_heard():
+    """Two synthetic speakers in, a third (other pitch, formant and loudness) out: r > 0.5."""
+    rng = np.random.default_rng(0)
+    extractor = FeatureExtractor("mel")
+    speakers = {"low": (95.0, 600.0, 0.5), "mid": (150.0, 900.0, 0.2), "high": (230.0, 1300.0, 0.05)}
+    clips = {}
+    for name, (f0_hz, formant, gain) in speakers.items():
+        y, env, f0 = synthetic_voice(rng, 12.0, f0_hz, formant, gain)
+        clips[name] = (y, f0, mouth_motion(env), env)
+    train = []
+    for name in ("low", "mid"):
+        y, f0, motion, _ = clips[name]
+        feats = extractor.features(y, len(f0))
+        utts = [Utterance(feats, f0, motion)]
+        utts += [Utterance(v.features, v.f0, v.motion) for v in add_variants_arrays(y, f0, motion, extractor, AugmentConfig(variants=2), 0)]
+        train.append(utts)
+    model = train_a2m_clips(train, A2MConfig.preset("tiny", 80), A2MTraining(steps=250, window=32, batch=8, lr=2e-3), seed=0)
+    y, f0, motion, env = clips["high"]
+    pred = predict_motion(model, extractor.features(y, len(f0)), f0, temperature=0.0)
+    opening = pred[:, 66, 1] - pred[:, 62, 1]
+    r = np.corrcoef(opening, motion[:, 66, 1])[0, 1]
+    assert r > 0.5, r
+
+
+def test_training_resumes_from_a_checkpoint(tmp_path):
+    rng = np.random.default_rng(0)
+    feats = rng.normal(size=(200, 8)).astype(np.float32)
+    utt = Utterance(feats, np.full(100, 120, np.float32), rng.normal(scale=0.01, size=(100, 68, 3)).astype(np.float32))
+    ckpt = tmp_path / "ckpt.safetensors"
+    cfg = A2MConfig.preset("tiny", 8)
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_15(label, step, total, **kw):  # reported every 10 steps: stops after step 20
+        if step > 15:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train_a2m_clips([[utt]], cfg, A2MTraining(steps=30, window=16, batch=4, checkpoint_every=10), checkpoint=ckpt, progress=stop_at_15)
+    assert ckpt.is_file()
+    seen = []
+    train_a2m_clips([[utt]], cfg, A2MTraining(steps=30, window=16, batch=4, checkpoint_every=10), checkpoint=ckpt, resume=True,
+                    progress=lambda label, step, total, **kw: seen.append(step))
+    assert seen[0] == 21 and seen[-1] == 30  # continued from the checkpoint of step 20, not from 0
+    again = []  # a finished run's checkpoint: --resume returns the model without training
+    train_a2m_clips([[utt]], cfg, A2MTraining(steps=30, window=16, batch=4, checkpoint_every=10), checkpoint=ckpt, resume=True,
+                    progress=lambda label, step, total, **kw: again.append(step))
+    assert again == []
+
+
+# ---- model files ----------------------------------------------------------------------
+
+
+def test_old_model_files_load_with_their_old_behaviour(tmp_path):
+    """A person model saved before speaker normalisation (no input_norm, no a2m_version) keeps raw inputs."""
+    old_cfg = A2MConfig(audio_dim=8, hidden=32, latent=8, blocks=1)
+    model = AudioToMotionVAE(old_cfg)
+    path = save_model(tmp_path / "old.safetensors", model, old_cfg, producer="fit-identity", feature_kind="mel")
+    loaded, _ = load_a2m(path)
+    assert loaded.config.input_norm == "none"
+    rng = np.random.default_rng(0)
+    feats, f0 = rng.normal(size=(40, 8)).astype(np.float32), np.full(20, 120.0, np.float32)
+    np.testing.assert_allclose(predict_motion(loaded, feats, f0, temperature=0.0), predict_motion(model, feats, f0, temperature=0.0))
+    new = AudioToMotionVAE(A2MConfig.preset("tiny", 8))
+    path = save_a2m(tmp_path / "new.safetensors", new, producer="test", params={}, feature_kind="mel")
+    again, art = load_a2m(path)
+    assert again.config.input_norm == "utterance" and art.metadata["a2m_version"] == "2"
+    with pytest.raises(MismatchError, match="audio features"):
+        load_a2m(path, feature_kind="hubert:x")
+    future = tmp_path / "future.safetensors"
+    save_artifact(future, new.state_dict(), producer="test", extra={"a2m_version": "9", "model_class": "AudioToMotionVAE"})
+    with pytest.raises(MismatchError, match="version 9"):
+        load_a2m(future)
+
+
+def test_heldout_stretch_is_at_least_five_seconds_where_the_clip_allows():
+    assert a2m_heldout(500) == 125  # 20 s clip: 5 s held out
+    assert a2m_heldout(3000) == 300  # 2 min: 10 %
+    assert a2m_heldout(125) == 62  # 5 s clip: half
+
+
+# ---- real video ----------------------------------------------------------------------
+
+
+def test_30fps_video_gives_25fps_motion_of_the_right_length(tmp_path, model_env):
+    """A 3 s cut of a real 30 fps clip: 75 frames of motion, 150 feature rows; cached the second time."""
+    from emogene_cli.a2m_data import TalkingClip, load_clip
+    from emogene_cli.media import ffmpeg_exe, probe
+
+    src = DATA / "talking" / "li_clip3_7s.mp4"
+    cut = tmp_path / "li_clip9_3s.mp4"
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-i", str(src), "-t", "3", "-c:v", "libx264", "-c:a", "aac", str(cut)], check=True)
+    assert probe(cut).fps == pytest.approx(30, abs=0.1)
+    store = Store(tmp_path / "home")
+    clip = TalkingClip(cut, person_from_stem(cut.stem))
+    first = load_clip(clip, store, FeatureExtractor("mel"))
+    assert clip.person == "li"
+    assert abs(first.frames - 75) <= 1
+    assert first.motion.shape == (first.frames, 68, 3) and first.features.shape == (2 * first.frames, 80)
+    assert first.f0.shape == (first.frames,) and first.found.all()
+    assert first.cached == {"landmarks": False, "features": False}
+    second = load_clip(clip, store, FeatureExtractor("mel"))
+    assert second.cached == {"landmarks": True, "features": True}
+    np.testing.assert_array_equal(first.motion, second.motion)
+
+
+def test_finetune_without_a_generic_model_is_a_one_line_error(tmp_path):
+    """fit-identity --a2m finetune on a store without models/a2m.safetensors names train-a2m, before any work."""
+    home = tmp_path / "home"
+    save_artifact(Store(home).dataset_path("stub"), {"x": np.zeros(1, np.float32)}, producer="preprocess", feature_kind="mel")
+    env = dict(os.environ, EMOGENE_MODEL_DIR=str(MODELS), HF_HUB_OFFLINE="1", COLUMNS="200")
+    env.pop("EMOGENE_HOME", None)
+    proc = subprocess.run([sys.executable, "-m", "emogene_cli", "--home", str(home), "fit-identity", "stub", "--a2m", "finetune"],
+                          capture_output=True, text=True, env=env, timeout=120, cwd=str(Path(__file__).resolve().parents[1]))
+    assert proc.returncode == 2, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and "train-a2m" in lines[0] and "Traceback" not in proc.stderr, proc.stderr
+
+
+def _clip_data(name: str, person: str, feats: np.ndarray, f0: np.ndarray, motion: np.ndarray, audio: np.ndarray):
+    from emogene_cli.a2m_data import ClipData, TalkingClip
+
+    T = len(motion)
+    return ClipData(clip=TalkingClip(Path(f"/nowhere/{name}.mp4"), person), motion=motion, features=feats, f0=f0, audio=audio,
+                    mean68=np.zeros((68, 3), np.float32), iod=1.0, poses=np.tile(np.eye(4, dtype=np.float32), (T, 1, 1)),
+                    landmarks68=np.zeros((T, 68, 3), np.float32), found=np.ones(T, bool), px_scale=1.0, feature_kind="mel")
+
+
+def test_sync_offsets_find_a_clip_whose_mouth_moves_early_and_shift_clip_realigns_it():
+    from emogene_cli.a2m_data import shift_clip
+    from emogene_cli.generic_a2m import sync_offsets
+
+    rng = np.random.default_rng(3)
+    extractor = FeatureExtractor("mel")
+    clips = []
+    for k, (f0_hz, formant, gain) in enumerate([(100.0, 650.0, 0.4), (140.0, 850.0, 0.2), (200.0, 1100.0, 0.1), (120.0, 750.0, 0.3)]):
+        y, env, f0 = synthetic_voice(rng, 10.0, f0_hz, formant, gain)
+        motion = mouth_motion(env)
+        if k == 2:  # this recording's video runs 3 frames ahead of its sound
+            motion = np.concatenate([motion[3:], np.repeat(motion[-1:], 3, 0)])
+        clips.append(_clip_data(f"c{k}", f"p{k}", extractor.features(y, len(f0)), f0, motion, y))
+    found = sync_offsets(clips)
+    assert found[clips[2].clip.key]["offset"] == 3
+    assert all(found[c.clip.key]["offset"] == 0 for i, c in enumerate(clips) if i != 2), found
+    moved = shift_clip(clips[2], 3)
+    assert moved.frames == clips[2].frames - 3 and moved.features.shape[0] == 2 * moved.frames and len(moved.f0) == moved.frames
+    assert len(moved.audio) == moved.frames * 640 and moved.offset == 3
+    np.testing.assert_array_equal(moved.motion, clips[2].motion[:-3])
+    np.testing.assert_array_equal(moved.features, clips[2].features[6:])
+    assert shift_clip(clips[0], 0) is clips[0]
