@@ -57,7 +57,7 @@ from .face import BLENDSHAPE_NAMES, TrackResult, track_frames
 from .fit_renderer import evaluate_renderer, heldout_frames
 from .media import SAMPLE_RATE
 from .preprocess import IdentityData, load_identity
-from .speak import Speaker, compose_grid, load_ldm, load_speaker, plan_motion
+from .speak import Speaker, attach_tracker_gain, compose_grid, load_ldm, load_speaker, plan_motion
 from .store import Store, atomic_write_bytes, load_artifact
 
 __all__ = ["PAPER_REFERENCE", "EvaluationResult", "evaluate_identity", "frame_grid", "lpips_status", "redetect"]
@@ -119,10 +119,10 @@ def redetect(frames: np.ndarray, store: Store, min_size: int = DETECT_SIZE) -> T
 
 
 def _render(speaker: Speaker, poses: np.ndarray, motion: np.ndarray, background: np.ndarray, device: str,
-            progress: Progress | None, label: str) -> np.ndarray:
-    """``[T, H, W, 3]`` uint8 renders of ``poses [T, 4, 4]`` and ``motion [T, 68, 3]``."""
+            progress: Progress | None, label: str, code_motion: np.ndarray | None = None) -> np.ndarray:
+    """``[T, H, W, 3]`` uint8 renders of ``poses [T, 4, 4]`` and dense ``motion [T, 478, 3]`` (and its code motion)."""
     frames = speaker.renderer.render_frames(
-        poses, motion, background, device, progress=(lambda d, n: _report(progress, label, d, n)),
+        poses, motion, background, device, progress=(lambda d, n: _report(progress, label, d, n)), code_motion=code_motion,
     )
     return np.stack(list(frames))
 
@@ -264,7 +264,8 @@ def _audio_driven(speaker: Speaker, data: IdentityData, held: np.ndarray, real_t
     audio[: len(piece)] = piece
     plan = plan_motion(speaker, audio, emotion="neutral", seed=seed, hubert=hubert, store_dir=store.third_party_dir)
     T = min(len(plan.motion), len(held))
-    frames = _render(speaker, data.poses[held[:T]], plan.motion[:T], speaker.background, device, progress, "audio-driven")
+    frames = _render(speaker, data.poses[held[:T]], plan.motion[:T], speaker.background, device, progress, "audio-driven",
+                     None if plan.code_motion is None else plan.code_motion[:T])
     track = redetect(frames, store)
     real68, fake68 = _lm68(real_track)[:T], _lm68(track)
     valid = real_track.found[:T] & track.found
@@ -295,13 +296,14 @@ def _emotions(speaker: Speaker, audio: np.ndarray, emotions: Sequence[str], devi
         ldm = load_ldm(store, device)
     except NotFoundError as exc:
         return {"skipped": f"no landmark deformation model ({exc.message})"}, {}
+    attach_tracker_gain(speaker, store, ldm)
     per: dict[str, Any] = {}
     shots: dict[str, np.ndarray] = {}
     blend: dict[str, np.ndarray] = {}
     lipsync: tuple[float, int] = (float("nan"), 0)
     for k, emotion in enumerate(emotions):
         plan = plan_motion(speaker, audio, emotion=emotion, ldm=ldm, seed=seed, hubert=hubert, store_dir=store.third_party_dir)
-        frames = _render(speaker, plan.poses, plan.motion, speaker.background, device, None, "")
+        frames = _render(speaker, plan.poses, plan.motion, speaker.background, device, None, "", plan.code_motion)
         track = redetect(frames, store)
         blend[emotion] = _masked_mean(track.blendshapes, track.found)
         shots[emotion] = frames[len(frames) // 2]

@@ -158,6 +158,11 @@ def fit_identity(
     paths = {"renderer": renderer_path, "audio-to-motion": person["path"], "checkpoint": ckpt}
     if preview is not None:
         paths["preview (real | rendered, held-out)"] = preview
+    t0 = time.perf_counter()
+    gain_path = _calibrate_tracker(store, name, cfg.renderer.resolution, device, progress)
+    if gain_path is not None:
+        paths["tracker gain"] = gain_path
+        seconds["tracker_gain"] = time.perf_counter() - t0
     r = person["result"]
     return FitResult(
         name=name, preset=preset, resolution=cfg.renderer.resolution, frames=T, train_frames=len(train_idx),
@@ -166,6 +171,26 @@ def fit_identity(
         a2m_train_frames=r.train_frames, a2m_heldout_frames=r.heldout_frames, voice_check=person["voice_check"],
         renderer_steps=int(renderer_stats["steps"]), renderer_start_step=int(renderer_stats["start_step"]),
     )
+
+
+def _calibrate_tracker(store: Store, name: str, size: int, device: str, progress: Callable[..., None] | None) -> Path | None:
+    """Measure the identity's tracker gain for the store's LDM (:mod:`.tracker_gain`), if there is one.
+
+    Returns the file written, or None: no LDM yet (``speak`` measures it on first use) or no
+    face tracked in the chosen frames (the emotion is then rendered as tracked).
+    """
+    from .models.ldm import LandmarkDeformationModel, LDMConfig
+    from .store import load_model
+    from .tracker_gain import calibrate_identity, tracker_gain_path
+
+    if not store.ldm_path.is_file():
+        return None
+    ldm, _ = load_model(store.ldm_path, LandmarkDeformationModel, LDMConfig, what="landmark deformation model", device=device)
+    try:
+        calibrate_identity(store, name, ldm, size=size, progress=progress)
+    except ValueError:
+        return None
+    return tracker_gain_path(store, name)
 
 
 def _train_person_a2m(data, name: str, *, store: Store, cfg: FitPreset, mode: str, params: dict, device: str, seed: int,

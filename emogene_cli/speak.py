@@ -39,7 +39,13 @@ from .poses import find_idle_segments, sample_poses
 from .postprocess import PostConfig, postprocess
 from .preprocess import load_identity
 from .store import Store, load_model
+from .tracker_gain import apply_gain
 from .train_a2m import load_a2m, predict_motion
+
+
+#: 68-point landmarks whose motion the renderer's expression code takes from the neutral motion
+#: (:func:`emotional_motion`): the eyelids and the inner mouth corners (the lip-width feature).
+CODE_FROM_NEUTRAL_68 = np.concatenate([geometry.LM68_UPPER_LID, geometry.LM68_LOWER_LID, [60, 64]])
 
 
 @dataclass
@@ -49,7 +55,9 @@ class Speaker:
     ``bank_motion [N, 68, 3]`` and ``bank_poses [N, 4, 4]`` are the identity's training frames
     (poses in pixels at the renderer's resolution); ``background [H, W, 3]`` uint8;
     ``lift``: ``(W [1434, 204], b [1434])``, the identity's own 68 -> 478 landmark map
-    (:func:`geometry.fit_lift` on its training frames) that densifies the neutral motion.
+    (:func:`geometry.fit_lift` on its training frames) that densifies the neutral motion;
+    ``tracker_gain [478, 3]``: MediaPipe's gain on this identity's face for the LDM's emotions
+    (:mod:`emogene_cli.tracker_gain`, set by :func:`attach_tracker_gain`), None until measured.
     """
 
     name: str
@@ -65,6 +73,7 @@ class Speaker:
     idle_segments: list[tuple[int, int]]
     device: str
     lift: tuple[np.ndarray, np.ndarray]
+    tracker_gain: np.ndarray | None = None
 
 
 def load_speaker(store: Store, name: str | None, device: str = "cpu") -> Speaker:
@@ -92,6 +101,28 @@ def load_speaker(store: Store, name: str | None, device: str = "cpu") -> Speaker
     )
 
 
+def attach_tracker_gain(speaker: Speaker, store: Store, ldm: LandmarkDeformationModel,
+                        on_measure: Callable[[], None] | None = None) -> Speaker:
+    """Set ``speaker.tracker_gain`` for ``ldm``: the stored calibration, or measure it once (~30 s).
+
+    ``on_measure()`` is called before a measurement (e.g. to tell the user). A calibration that
+    fails (no face tracked in the chosen frames) leaves the gain None: the displacement is then
+    rendered as tracked.
+    """
+    from .tracker_gain import calibrate_identity, load_tracker_gain
+
+    gain = load_tracker_gain(store, speaker.name, ldm)
+    if gain is None:
+        if on_measure is not None:
+            on_measure()
+        try:
+            gain = calibrate_identity(store, speaker.name, ldm, size=speaker.renderer.config.resolution).per_landmark
+        except ValueError:
+            gain = None
+    speaker.tracker_gain = gain
+    return speaker
+
+
 def load_ldm(store: Store, device: str = "cpu") -> LandmarkDeformationModel:
     """The landmark deformation model from the store; NotFoundError telling to run train-ldm."""
     path = store.ldm_path
@@ -107,8 +138,10 @@ class MotionPlan:
 
     ``neutral`` (audio-to-motion), ``emotional`` (neutral + LDM displacement) and
     ``motion68`` (post-processed) are ``[T, 68, 3]`` in inter-ocular units; ``motion``
-    ``[T, 478, 3]`` is the post-processed dense motion that drives the renderer;
-    ``poses [T, 4, 4]``; ``active [T]`` voice activity.
+    ``[T, 478, 3]`` is the post-processed dense motion that deforms the renderer's head and
+    ``code_motion [T, 478, 3]`` the motion that sets its expression code (``motion`` with the
+    eyelids and mouth corners of the neutral motion, see :func:`emotional_motion`); ``poses [T, 4, 4]``;
+    ``active [T]`` voice activity.
     """
 
     neutral: np.ndarray
@@ -118,6 +151,7 @@ class MotionPlan:
     poses: np.ndarray
     active: np.ndarray
     feature_note: str = ""
+    code_motion: np.ndarray | None = None
 
 
 def plan_motion(
@@ -145,11 +179,11 @@ def plan_motion(
     neutral = predict_motion(speaker.a2m, feats.features, feats.f0, temperature=temperature, seed=seed, device=speaker.device)
     if weights is None:
         weights = one_hot_weights(emotion, intensity, T)
-    emotional, motion68, motion = emotional_motion(speaker, neutral, weights, ldm=ldm, post=post, seed=seed)
+    emotional, motion68, motion, code_motion = emotional_motion(speaker, neutral, weights, ldm=ldm, post=post, seed=seed)
     active = voice_activity(audio, T)
     poses = sample_poses(speaker.bank_poses, active, face_size=speaker.face_size, idle_segments=speaker.idle_segments, seed=seed)
     return MotionPlan(neutral=neutral, emotional=emotional, motion68=motion68, motion=motion, poses=poses, active=active,
-                      feature_note=feats.note)
+                      feature_note=feats.note, code_motion=code_motion)
 
 
 def emotional_motion(
@@ -160,7 +194,7 @@ def emotional_motion(
     ldm: LandmarkDeformationModel | None,
     post: PostConfig | None = None,
     seed: int = 0,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Neutral motion ``[T, 68, 3]`` + emotion weights ``[T, 8]`` -> the motion that drives the renderer.
 
     EmoGene's motion-to-emotion step with its landmark mixture:
@@ -172,11 +206,20 @@ def emotional_motion(
        is only low-passed in time, so the emotion keeps its full size;
     3. both are lifted to the 478 face-mesh points: the neutral motion with the identity's
        own map (:attr:`Speaker.lift`), the displacement with the map fitted on the MEAD
-       actors' emotional faces (``ldm.lift``), and added.
+       actors' emotional faces (``ldm.lift``) and divided by MediaPipe's gain on this face
+       (:attr:`Speaker.tracker_gain`: the actors' motion as tracked -> as it is in pixels), and
+       added.
+    4. the renderer's expression code is set from the same dense motion but with the eyelids
+       and the mouth corners of the neutral motion (:data:`CODE_FROM_NEUTRAL_68`): the code
+       learned the identity's own blinks and speech, and pushed to the edge of its range by
+       an emotion's wide eyes or stretched mouth it changed the whole head (the collar under
+       the chin tore on obama_20s); lids and corners still move by geometry, and the code
+       still sees the emotion's mouth opening (teeth and the mouth's interior).
 
     Returns:
         ``emotional [T, 68, 3]`` (neutral + raw displacement), ``motion68 [T, 68, 3]`` (the
-        post-processed sum) and ``dense [T, 478, 3]`` (inter-ocular units), the renderer's input.
+        post-processed sum), ``dense [T, 478, 3]`` (inter-ocular units) that deforms the
+        renderer's head and ``code [T, 478, 3]``, the motion for its expression code.
 
     Raises:
         ValueError: ``weights`` is not ``[T, 8]``.
@@ -192,9 +235,14 @@ def emotional_motion(
             displacement = ldm.mixed_displacement(n, torch.from_numpy(weights).to(dev)).cpu().numpy()
     base, displacement = postprocess(neutral, displacement, speaker.bank_motion, post or PostConfig(seed=seed))
     dense = geometry.apply_lift(base, *speaker.lift)
+    code = dense
     if ldm is not None and displacement.any():
-        dense += geometry.apply_lift(displacement, ldm.lift.cpu().numpy())
-    return neutral + displacement, base + displacement, dense
+        code = dense.copy()
+        dense = dense + apply_gain(geometry.apply_lift(displacement, ldm.lift.cpu().numpy()), speaker.tracker_gain)
+        keep = np.ones(dense.shape[1], bool)
+        keep[geometry.LM68_FROM_LM478[CODE_FROM_NEUTRAL_68]] = False
+        code[:, keep] = dense[:, keep]
+    return neutral + displacement, base + displacement, dense, code
 
 
 def draw_landmarks(motion: np.ndarray, poses: np.ndarray, speaker: Speaker, size: int) -> np.ndarray:
@@ -238,13 +286,16 @@ def compose_grid(tiles: list[np.ndarray], labels: list[str], columns: int = GRID
 def render_grid(
     speaker: Speaker,
     poses: np.ndarray,
-    motions: list[np.ndarray],
+    motions: list[tuple[np.ndarray, np.ndarray | None]],
     labels: list[str],
     device: str,
     progress: Callable[[int, int], None] | None = None,
     chunk: int = 25,
 ) -> Iterator[np.ndarray]:
-    """Render several motions ``[T, 68, 3]`` under the same poses ``[T, 4, 4]`` and yield labelled grids.
+    """Render several motions under the same poses ``[T, 4, 4]`` and yield labelled grids.
+
+    ``motions``: per tile ``(dense [T, 478, 3], code motion [T, 478, 3] or None)`` (see
+    :func:`emotional_motion`).
 
     Renders ``chunk`` frames (1 s) of each motion in turn, so memory holds one chunk per
     motion; yields ``[2H, 4W, 3]`` uint8 frames (see :func:`compose_grid`). ``progress(done,
@@ -256,10 +307,11 @@ def render_grid(
     for s in range(0, T, chunk):
         e = min(T, s + chunk)
         tiles = []
-        for m in motions:
+        for m, c in motions:
             base = done
             step = (lambda d, n, base=base: progress(base + d, total)) if progress else None
-            tiles.append(list(speaker.renderer.render_frames(poses[s:e], m[s:e], speaker.background, device, progress=step)))
+            tiles.append(list(speaker.renderer.render_frames(poses[s:e], m[s:e], speaker.background, device, progress=step,
+                                                             code_motion=None if c is None else c[s:e])))
             done += e - s
         for i in range(e - s):
             yield compose_grid([t[i] for t in tiles], labels)
@@ -307,6 +359,7 @@ def speak(
     landmarks_only: bool = False,
     progress: Callable[..., None] | None = None,
     on_track: Callable[[list[TrackRow], list[str], float], None] | None = None,
+    on_calibrate: Callable[[], None] | None = None,
 ) -> SpeakResult:
     """Render ``identity`` saying ``audio_path`` with an emotion into an mp4 with the audio muxed in.
 
@@ -328,6 +381,8 @@ def speak(
             (not with ``all``).
         on_track: called as ``on_track(rows used, warnings, audio seconds)`` once the track
             is cut to the audio, before any model loads.
+        on_calibrate: called before the identity's tracker gain is measured (the first
+            emotional speak after a fit or a new LDM, ~30 s; see :func:`attach_tracker_gain`).
         landmarks_only: write only the driving landmarks (``<output stem>_landmarks.mp4`` by
             default; no renderer needed, see :func:`load_landmark_speaker`): an identity that
             was only preprocessed is driven by the generic audio-to-motion model.
@@ -387,15 +442,17 @@ def speak(
     else:
         speaker = load_speaker(store, identity, device)
     ldm = load_ldm(store, device) if emotive and intensity > 0 else None
+    if ldm is not None and not landmarks_only:
+        attach_tracker_gain(speaker, store, ldm, on_measure=on_calibrate)
     seconds["load"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     plan = plan_motion(speaker, audio, weights=weights, ldm=ldm, temperature=temperature, seed=seed,
                        hubert=hubert, store_dir=store.third_party_dir, post=post)
-    motions = [plan.motion]
+    motions = [(plan.motion, plan.code_motion)]
     if grid:  # the same neutral motion and poses, each emotion's displacement on top
-        motions = [plan.motion if e == "neutral" else
-                   emotional_motion(speaker, plan.neutral, one_hot_weights(e, intensity, T), ldm=ldm, post=post, seed=seed)[2]
+        motions = [(plan.motion, plan.code_motion) if e == "neutral" else
+                   emotional_motion(speaker, plan.neutral, one_hot_weights(e, intensity, T), ldm=ldm, post=post, seed=seed)[2:]
                    for e in EMOTIONS]
     seconds["motion"] = time.perf_counter() - t0
     if landmarks_only:
@@ -424,7 +481,8 @@ def speak(
         if grid:
             frames = render_grid(speaker, plan.poses, motions, list(EMOTIONS), device, progress=step)
         else:
-            frames = speaker.renderer.render_frames(plan.poses, plan.motion, speaker.background, device, progress=step)
+            frames = speaker.renderer.render_frames(plan.poses, plan.motion, speaker.background, device, progress=step,
+                                                    code_motion=plan.code_motion)
         for t, frame in enumerate(frames):
             writer.write(frame)
             if side is not None:

@@ -57,6 +57,7 @@ def speak_command(
             audio, store=store, emotion=emotion, track=emotion_track, transition=transition, identity=identity,
             intensity=intensity, output=output, preview=preview, device=dev, temperature=temperature, seed=seed,
             hubert=hubert, landmarks_only=landmarks_only, progress=update, on_track=show_track,
+            on_calibrate=lambda: console.print("note: measuring how MediaPipe reads this face's emotions (once per identity and LDM, ~30 s)"),
         )
     total = sum(r.seconds.values())
     rows = [

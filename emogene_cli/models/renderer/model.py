@@ -335,14 +335,18 @@ class TalkingHeadRenderer(nn.Module):
                 "torso_alpha": torso_alpha, "weights": head["weights"]}
 
     @torch.no_grad()
-    def render_image(self, pose: Tensor, motion: Tensor, background: Tensor, *, chunk: int = 8192) -> dict[str, Tensor]:
+    def render_image(self, pose: Tensor, motion: Tensor, background: Tensor, *, chunk: int = 8192,
+                     code_motion: Tensor | None = None) -> dict[str, Tensor]:
         """Render one frame.
 
         Only rays that hit the head box go through the NeRF; the torso is evaluated everywhere.
 
         Args:
             pose: ``[4, 4]`` camera-from-head pose.
-            motion: ``[478, 3]`` dense landmark motion (inter-ocular units).
+            motion: ``[478, 3]`` dense landmark motion (inter-ocular units): the deformation.
+            code_motion: ``[478, 3]`` motion whose mouth and eyelid features set the expression
+                code (default ``motion``); ``speak`` keeps the emotion out of the eyelid
+                features, so that an emotion opens or lowers the lids by geometry alone.
             background: ``[H, W, 3]`` float background plate in 0..1 (``H = W = resolution``
                 for the poses and mean shape to line up).
             chunk: rays per NeRF evaluation (memory bound).
@@ -365,7 +369,7 @@ class TalkingHeadRenderer(nn.Module):
         bg = background.to(dev, torch.float32).reshape(-1, 3)
         pose = pose.to(dev, torch.float32)[None]
         motion = motion.to(dev, torch.float32)[None]
-        code = self.motion_code(motion)
+        code = self.motion_code(motion if code_motion is None else code_motion.to(dev, torch.float32)[None])
         dmap = self.deformation.displacement_map(motion * self.iod)  # the frame's deformation, once
         pv = self.normalise_pose(self.pose_vectors(pose))
         ys, xs = torch.meshgrid(torch.arange(h, device=dev), torch.arange(w, device=dev), indexing="ij")
@@ -397,11 +401,13 @@ class TalkingHeadRenderer(nn.Module):
         background: np.ndarray | Tensor,
         device: str | torch.device = "cpu",
         progress: Callable[[int, int], None] | None = None,
+        code_motion: np.ndarray | Tensor | None = None,
     ) -> Iterator[np.ndarray]:
         """Render a sequence, yielding frames one by one (stream them to a video writer).
 
         Args:
             poses: ``[T, 4, 4]`` head poses; motion: ``[T, 478, 3]`` dense landmark motion.
+            code_motion: ``[T, 478, 3]`` motion for the expression code (see :meth:`render_image`).
             background: ``[H, W, 3]`` uint8 plate (or float 0..1).
             device: where to render; the model is moved there.
             progress: called as ``progress(done, total)`` after each frame.
@@ -414,13 +420,14 @@ class TalkingHeadRenderer(nn.Module):
         self.eval()
         poses_t = torch.as_tensor(np.asarray(poses), dtype=torch.float32)
         motion_t = torch.as_tensor(np.asarray(motion), dtype=torch.float32)
+        code_t = None if code_motion is None else torch.as_tensor(np.asarray(code_motion), dtype=torch.float32)
         bg = torch.as_tensor(np.asarray(background))
         bg = (bg.float() / 255.0 if bg.dtype == torch.uint8 else bg.float()).to(device)
         total = len(poses_t)
         try:
             with torch.inference_mode():
                 for i in range(total):
-                    out = self.render_image(poses_t[i], motion_t[i], bg)
+                    out = self.render_image(poses_t[i], motion_t[i], bg, code_motion=None if code_t is None else code_t[i])
                     frame = (out["rgb"] * 255.0 + 0.5).to(torch.uint8).cpu().numpy()
                     if progress is not None:
                         progress(i + 1, total)
