@@ -575,8 +575,7 @@ def evaluate_identity(
     if name and store.dataset_path(name).is_file() and not store.renderer_path(name).is_file():
         from .lipsync import evaluate_lipsync_only  # preprocessed only: the audio-to-motion figures alone
 
-        r = evaluate_lipsync_only(name, store=store, device=device, json_path=json_path, report_path=report_path)
-        return EvaluationResult(name=r.name, figures=r.figures, json_path=r.json_path, report_path=r.report_path, seconds=r.seconds)
+        return evaluate_lipsync_only(name, store=store, device=device, json_path=json_path, report_path=report_path)
     name = store.resolve_identity(name)
     user_audio = load_audio(audio) if audio is not None else None
     seconds: dict[str, float] = {}

@@ -179,13 +179,12 @@ def _calibrate_tracker(store: Store, name: str, size: int, device: str, progress
     Returns the file written, or None: no LDM yet (``speak`` measures it on first use) or no
     face tracked in the chosen frames (the emotion is then rendered as tracked).
     """
-    from .models.ldm import LandmarkDeformationModel, LDMConfig
-    from .store import load_model
+    from .speak import load_ldm
     from .tracker_gain import calibrate_identity, tracker_gain_path
 
     if not store.ldm_path.is_file():
         return None
-    ldm, _ = load_model(store.ldm_path, LandmarkDeformationModel, LDMConfig, what="landmark deformation model", device=device)
+    ldm = load_ldm(store, device)
     try:
         calibrate_identity(store, name, ldm, size=size, progress=progress)
     except ValueError:

@@ -26,9 +26,8 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -39,6 +38,9 @@ from .generic_a2m import MAX_LAG, lipsync_scores
 from .geometry import LM68_FROM_LM478
 from .store import Store, atomic_write_bytes
 from .train_a2m import load_a2m, predict_motion
+
+if TYPE_CHECKING:
+    from .evaluate import EvaluationResult
 
 CROP = 256  # M-LMD pixels are those of a face crop of this side
 
@@ -163,30 +165,22 @@ def lipsync_plot(series: dict[str, np.ndarray], figures: dict[str, Any]) -> str:
 PLOT_TITLE = "Lip sync: predicted vs real mouth opening over the whole measured stretch (frames the model never trained on)"
 
 
-@dataclass
-class LipsyncResult:
-    """What :func:`evaluate_lipsync_only` measured and wrote (``figures``: the JSON)."""
-
-    name: str
-    figures: dict[str, Any]
-    json_path: Path
-    report_path: Path
-    seconds: dict[str, float] = field(default_factory=dict)
-
-
 def evaluate_lipsync_only(name: str, *, store: Store, device: str = "cpu", json_path: str | Path | None = None,
-                          report_path: str | Path | None = None) -> LipsyncResult:
+                          report_path: str | Path | None = None) -> EvaluationResult:
     """Evaluate a preprocessed identity without a renderer: only the ``lipsync`` figures.
 
     Writes ``identities/<name>/evaluation.json`` (``{"identity", "lipsync", ...}``) and an HTML
     report with the mouth-opening plot.
+
+    Returns:
+        :class:`~emogene_cli.evaluate.EvaluationResult` with the ``lipsync`` figures alone.
 
     Raises:
         NotFoundError: not preprocessed, or no audio-to-motion model at all.
     """
     import html
 
-    from .evaluate import _finite
+    from .evaluate import EvaluationResult, _finite
     from .preprocess import load_identity
 
     t0 = time.perf_counter()
@@ -209,4 +203,4 @@ def evaluate_lipsync_only(name: str, *, store: Store, device: str = "cpu", json_
             "</body></html>")
     atomic_write_bytes(json_out, json.dumps(_finite(figures), indent=1, allow_nan=False).encode())
     atomic_write_bytes(report_out, page.encode())
-    return LipsyncResult(name=name, figures=figures, json_path=json_out, report_path=report_out, seconds=seconds)
+    return EvaluationResult(name=name, figures=figures, json_path=json_out, report_path=report_out, seconds=seconds)

@@ -234,14 +234,13 @@ def emotional_motion(
             n = torch.from_numpy(neutral).to(dev)
             displacement = ldm.mixed_displacement(n, torch.from_numpy(weights).to(dev)).cpu().numpy()
     base, displacement = postprocess(neutral, displacement, speaker.bank_motion, post or PostConfig(seed=seed))
-    dense = geometry.apply_lift(base, *speaker.lift)
-    code = dense
+    base_dense = geometry.apply_lift(base, *speaker.lift)
+    dense = code = base_dense
     if ldm is not None and displacement.any():
+        dense = base_dense + apply_gain(geometry.apply_lift(displacement, ldm.lift.cpu().numpy()), speaker.tracker_gain)
+        neutral_points = geometry.LM68_FROM_LM478[CODE_FROM_NEUTRAL_68]
         code = dense.copy()
-        dense = dense + apply_gain(geometry.apply_lift(displacement, ldm.lift.cpu().numpy()), speaker.tracker_gain)
-        keep = np.ones(dense.shape[1], bool)
-        keep[geometry.LM68_FROM_LM478[CODE_FROM_NEUTRAL_68]] = False
-        code[:, keep] = dense[:, keep]
+        code[:, neutral_points] = base_dense[:, neutral_points]
     return neutral + displacement, base + displacement, dense, code
 
 
