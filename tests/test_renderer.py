@@ -147,6 +147,34 @@ def _tiny_model(seed: int = 0, size: int = 32) -> tuple[TalkingHeadRenderer, np.
     return model.eval(), ms
 
 
+def test_head_field_matches_the_mlp_on_concatenated_features():
+    """The feature-major evaluation is the MLP of the docstring: [e(x), a(x) * code] through the layers."""
+    from emogene_cli.models.renderer.fields import HeadField
+
+    torch.manual_seed(0)
+    field = HeadField(RendererConfig.preset("tiny"))
+    x = torch.rand(300, 3) * 2 - 1
+    code = torch.randn(300, field.attention.out_features)
+
+    def reference(x, code):
+        enc = field.encoding(x)
+        h = field.trunk(field.input_features(enc) + field.input_code(torch.sigmoid(field.attention(enc)) * code))
+        return torch.nn.functional.softplus(field.density(h)[:, 0] + field.density_bias), torch.sigmoid(field.color(h))
+
+    sigma, rgb = field(x, code)
+    sigma_ref, rgb_ref = reference(x, code)
+    assert torch.allclose(sigma, sigma_ref, atol=1e-5) and torch.allclose(rgb, rgb_ref, atol=1e-6)
+    (sigma.sum() + rgb.pow(2).sum()).backward()
+    grads = [p.grad.clone() for p in field.parameters()]
+    field.zero_grad()
+    sigma_ref, rgb_ref = reference(x, code)
+    (sigma_ref.sum() + rgb_ref.pow(2).sum()).backward()
+    for g, p in zip(grads, field.parameters()):
+        assert torch.allclose(g, p.grad, atol=1e-5, rtol=1e-4)
+    sigma_only, none = field(x, code[:1], with_color=False)  # one code for all points
+    assert none is None and torch.allclose(sigma_only, reference(x, code[:1].expand(300, -1))[0], atol=1e-5)
+
+
 def test_render_image_matches_render_rays():
     model, _ = _tiny_model()
     pose = _pose(t=(16.0, 16.0, 0.0))[0]

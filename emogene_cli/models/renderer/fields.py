@@ -33,13 +33,22 @@ class TriPlaneEncoding(nn.Module):
         self.out_dim = len(resolutions) * 3 * features
 
     def forward(self, x: Tensor) -> Tensor:
-        """``x [N, 3]`` in ``[-1, 1]`` -> features ``[N, out_dim]``."""
+        """``x [N, 3]`` in ``[-1, 1]`` -> features ``[N, out_dim]`` (level-major, then plane, then channel)."""
+        return torch.cat([f.T for f in self.sample_levels(x)], -1)
+
+    def sample_levels(self, x: Tensor) -> list[Tensor]:
+        """``x [N, 3]`` -> one ``[3 C, N]`` block per resolution, feature-major (no copies).
+
+        Row ``p C + c`` of a block is channel ``c`` of plane ``p`` (xy, xz, yz): the same order
+        as :meth:`forward`'s columns, so ``W @ block`` with the matching columns of a weight
+        ``W`` equals that part of ``forward(x) @ W.T``.
+        """
         grid = torch.stack([x[:, list(p)] for p in self.PAIRS])[:, None]  # [3, 1, N, 2]
-        feats = []
-        for plane in self.planes:
-            f = F.grid_sample(plane, grid, mode="bilinear", padding_mode="border", align_corners=True)
-            feats.append(f[:, :, 0].permute(2, 0, 1).reshape(x.shape[0], 3 * plane.shape[1]))  # [N, 3C]
-        return torch.cat(feats, -1)
+        return [
+            F.grid_sample(plane, grid, mode="bilinear", padding_mode="border", align_corners=True)
+            .reshape(3 * plane.shape[1], x.shape[0])  # [3, C, 1, N] -> [3C, N]
+            for plane in self.planes
+        ]
 
     def total_variation(self) -> Tensor:
         """Mean squared difference of neighbouring plane cells (smoothness regulariser)."""
@@ -85,8 +94,24 @@ class HeadField(nn.Module):
         Returns: ``sigma [N]`` (per normalised length, ≥ 0) and ``rgb [N, 3]`` in 0..1
         (None unless ``with_color``).
         """
-        enc = self.encoding(x)  # [N, D]
-        gated = torch.sigmoid(self.attention(enc)) * code  # [N, K]
-        h = self.trunk(self.input_features(enc) + self.input_code(gated))
-        sigma = F.softplus(self.density(h)[:, 0] + self.density_bias)
-        return sigma, torch.sigmoid(self.color(h)) if with_color else None
+        # Feature-major evaluation of the MLP above (weights times [D, N] columns): the tri-plane
+        # samples come out of grid_sample as [3C, N] blocks, so no per-point concatenation or
+        # transpose copies are made; the attention and the first layer share one product.
+        # In-place updates keep the [K + H, N] activations to one buffer; autograd allows them
+        # here (addmm saves its two factors, sigmoid and ReLU their outputs).
+        n = x.shape[0]
+        w = torch.cat([self.attention.weight, self.input_features.weight], 0)  # [K + H, D]
+        out = torch.cat([self.attention.bias, self.input_features.bias], 0)[:, None].expand(-1, n).clone()
+        col = 0
+        for block in self.encoding.sample_levels(x):
+            out.addmm_(w[:, col:col + block.shape[0]], block)  # [K + H, N]
+            col += block.shape[0]
+        k = self.attention.out_features
+        gated = torch.sigmoid(out[:k]) * code.T  # [K, N]
+        h = out[k:].addmm_(self.input_code.weight, gated).relu_()  # [H, N]
+        h = torch.addmm(self.trunk[1].bias[:, None], self.trunk[1].weight, h).relu_()
+        sigma = F.softplus(torch.addmm(self.density.bias[:, None], self.density.weight, h)[0] + self.density_bias)
+        if not with_color:
+            return sigma, None
+        c = torch.addmm(self.color[0].bias[:, None], self.color[0].weight, h).relu_()
+        return sigma, torch.sigmoid(torch.addmm(self.color[2].bias[:, None], self.color[2].weight, c)).T

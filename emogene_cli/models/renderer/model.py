@@ -222,7 +222,7 @@ class TalkingHeadRenderer(nn.Module):
 
     def _march(
         self, q: Tensor, deltas: Tensor, code: Tensor, displacement: Tensor | None, frame: Tensor | None,
-        dmap: Tensor | None = None, group: int = 8, min_transmittance: float = 1e-3,
+        dmap: Tensor | None = None, group: int = 4, min_transmittance: float = 1e-3,
     ) -> tuple[Tensor, Tensor]:
         """Front-to-back volume rendering in groups of samples with early ray termination.
 
