@@ -94,11 +94,22 @@ class HeadField(nn.Module):
         Returns: ``sigma [N]`` (per normalised length, ≥ 0) and ``rgb [N, 3]`` in 0..1
         (None unless ``with_color``).
         """
-        # Feature-major evaluation of the MLP above (weights times [D, N] columns): the tri-plane
-        # samples come out of grid_sample as [3C, N] blocks, so no per-point concatenation or
-        # transpose copies are made; the attention and the first layer share one product.
-        # In-place updates keep the [K + H, N] activations to one buffer; autograd allows them
-        # here (addmm saves its two factors, sigmoid and ReLU their outputs).
+        if torch.is_grad_enabled():  # training: per-point rows, whose backward is the faster one
+            enc = self.encoding(x)  # [N, D]
+            gated = torch.sigmoid(self.attention(enc)) * code  # [N, K]
+            h = self.trunk(self.input_features(enc) + self.input_code(gated))
+            sigma = F.softplus(self.density(h)[:, 0] + self.density_bias)
+            return sigma, torch.sigmoid(self.color(h)) if with_color else None
+        return self._infer(x, code, with_color)
+
+    def _infer(self, x: Tensor, code: Tensor, with_color: bool) -> tuple[Tensor, Tensor | None]:
+        """:meth:`forward` without autograd, feature-major: the same numbers, about 1.6x faster on a CPU.
+
+        The MLP runs on ``[D, N]`` columns (weights times columns): the tri-plane samples come
+        out of ``grid_sample`` as ``[3C, N]`` blocks, so no per-point concatenation or
+        transpose copies are made, the attention and the first layer share one product, and
+        the activations are updated in place.
+        """
         n = x.shape[0]
         w = torch.cat([self.attention.weight, self.input_features.weight], 0)  # [K + H, D]
         out = torch.cat([self.attention.bias, self.input_features.bias], 0)[:, None].expand(-1, n).clone()
