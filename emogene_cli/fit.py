@@ -174,22 +174,18 @@ def fit_identity(
 
 
 def _calibrate_tracker(store: Store, name: str, size: int, device: str, progress: Callable[..., None] | None) -> Path | None:
-    """Measure the identity's tracker gain for the store's LDM (:mod:`.tracker_gain`), if there is one.
+    """The identity's tracker gain for the store's LDM (:mod:`.tracker_gain`), measured unless stored.
 
-    Returns the file written, or None: no LDM yet (``speak`` measures it on first use) or no
-    face tracked in the chosen frames (the emotion is then rendered as tracked).
+    Returns its file, or None: no LDM yet (``speak`` measures it on first use) or no face
+    tracked in the chosen frames (the emotion is then rendered as tracked).
     """
     from .speak import load_ldm
-    from .tracker_gain import calibrate_identity, tracker_gain_path
+    from .tracker_gain import identity_tracker_gain, tracker_gain_path
 
     if not store.ldm_path.is_file():
         return None
-    ldm = load_ldm(store, device)
-    try:
-        calibrate_identity(store, name, ldm, size=size, progress=progress)
-    except ValueError:
-        return None
-    return tracker_gain_path(store, name)
+    gain = identity_tracker_gain(store, name, load_ldm(store, device), size=size, progress=progress)
+    return None if gain is None else tracker_gain_path(store, name)
 
 
 def _train_person_a2m(data, name: str, *, store: Store, cfg: FitPreset, mode: str, params: dict, device: str, seed: int,

@@ -103,23 +103,16 @@ def load_speaker(store: Store, name: str | None, device: str = "cpu") -> Speaker
 
 def attach_tracker_gain(speaker: Speaker, store: Store, ldm: LandmarkDeformationModel,
                         on_measure: Callable[[], None] | None = None) -> Speaker:
-    """Set ``speaker.tracker_gain`` for ``ldm``: the stored calibration, or measure it once (~30 s).
+    """Set ``speaker.tracker_gain`` for ``ldm`` (:func:`.tracker_gain.identity_tracker_gain`).
 
-    ``on_measure()`` is called before a measurement (e.g. to tell the user). A calibration that
-    fails (no face tracked in the chosen frames) leaves the gain None: the displacement is then
-    rendered as tracked.
+    The stored calibration, or measured once (~30 s; ``on_measure()`` is called first, e.g. to
+    tell the user). Without a face in the chosen frames the gain stays None: the displacement
+    is then rendered as tracked.
     """
-    from .tracker_gain import calibrate_identity, load_tracker_gain
+    from .tracker_gain import identity_tracker_gain
 
-    gain = load_tracker_gain(store, speaker.name, ldm)
-    if gain is None:
-        if on_measure is not None:
-            on_measure()
-        try:
-            gain = calibrate_identity(store, speaker.name, ldm, size=speaker.renderer.config.resolution).per_landmark
-        except ValueError:
-            gain = None
-    speaker.tracker_gain = gain
+    speaker.tracker_gain = identity_tracker_gain(store, speaker.name, ldm, size=speaker.renderer.config.resolution,
+                                                 on_measure=on_measure)
     return speaker
 
 
@@ -381,7 +374,7 @@ def speak(
         on_track: called as ``on_track(rows used, warnings, audio seconds)`` once the track
             is cut to the audio, before any model loads.
         on_calibrate: called before the identity's tracker gain is measured (the first
-            emotional speak after a fit or a new LDM, ~30 s; see :func:`attach_tracker_gain`).
+            emotional speak after a new LDM or preprocess, ~30 s; see :func:`attach_tracker_gain`).
         landmarks_only: write only the driving landmarks (``<output stem>_landmarks.mp4`` by
             default; no renderer needed, see :func:`load_landmark_speaker`): an identity that
             was only preprocessed is driven by the generic audio-to-motion model.

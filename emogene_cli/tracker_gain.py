@@ -229,17 +229,46 @@ def _ldm_stamp(ldm) -> str:
     return h.hexdigest()[:16]
 
 
-def load_tracker_gain(store, name: str, ldm) -> np.ndarray | None:
-    """The identity's per-landmark gain ``[478, 3]`` for ``ldm``, or None when not measured for it."""
+def _calibration_stamp(store, name: str, ldm, size: int) -> str:
+    """What a calibration depends on: the LDM's content, the identity's dataset (its frames) and the size."""
+    from .face import source_stamp
+
+    return f"{_ldm_stamp(ldm)}:{source_stamp(store.dataset_path(name))}:{size}"
+
+
+def load_tracker_gain(store, name: str, ldm, *, size: int = 256) -> np.ndarray | None:
+    """The identity's per-landmark gain ``[478, 3]`` for ``ldm`` at ``size`` pixels, or None when not
+    measured for them (or measured on a dataset that was preprocessed again since)."""
     from .store import load_artifact
 
     path = tracker_gain_path(store, name)
     if not path.is_file():
         return None
     art = load_artifact(path, what="tracker gain")
-    if art.metadata.get("ldm") != _ldm_stamp(ldm):
+    if art.metadata.get("calibrated_for") != _calibration_stamp(store, name, ldm, size):
         return None
     return np.asarray(art.tensors["per_landmark"], np.float32)
+
+
+def identity_tracker_gain(store, name: str, ldm, *, size: int = 256, progress: Callable[..., None] | None = None,
+                          on_measure: Callable[[], None] | None = None) -> np.ndarray | None:
+    """The identity's gain ``[478, 3]`` for ``ldm``: the stored calibration, else measured once and saved.
+
+    ``on_measure()`` is called before a measurement (e.g. to tell the user, ~30 s). None when
+    the measurement finds no face in the chosen frames: the emotion is then rendered as tracked.
+
+    Raises:
+        NotFoundError: the identity was not preprocessed.
+    """
+    gain = load_tracker_gain(store, name, ldm, size=size)
+    if gain is not None:
+        return gain
+    if on_measure is not None:
+        on_measure()
+    try:
+        return calibrate_identity(store, name, ldm, size=size, progress=progress).per_landmark
+    except ValueError:
+        return None
 
 
 def calibrate_identity(store, name: str, ldm, *, frames: int = 8, size: int = 256,
@@ -249,8 +278,8 @@ def calibrate_identity(store, name: str, ldm, *, frames: int = 8, size: int = 25
     Uses ``frames`` of the identity's training frames at ``size`` pixels; the patterns are
     each non-neutral emotion's displacement from ``ldm`` for that frame's motion, lifted to the
     478 points with ``ldm.lift``. Written to ``identities/NAME/tracker_gain.safetensors`` with
-    the LDM's content hash (:func:`load_tracker_gain` ignores it for another LDM). About 30 s
-    on 2 CPU cores.
+    the LDM's content hash, the dataset's stamp and the size (:func:`load_tracker_gain` ignores
+    it when any of them changed). About 30 s on 2 CPU cores.
 
     Raises:
         NotFoundError: the identity was not preprocessed.
@@ -291,5 +320,5 @@ def calibrate_identity(store, name: str, ldm, *, frames: int = 8, size: int = 25
     params = {"identity": name, "frames": int(gain.frames), "size": size,
               "regions": {k: [round(x, 4), round(y, 4)] for k, (x, y) in gain.regions.items()}}
     save_artifact(tracker_gain_path(store, name), {"per_landmark": gain.per_landmark}, producer="tracker-gain",
-                  params=params, extra={"ldm": _ldm_stamp(ldm)})
+                  params=params, extra={"calibrated_for": _calibration_stamp(store, name, ldm, size)})
     return gain

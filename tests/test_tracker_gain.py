@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import types
+
 import cv2
 import numpy as np
 import pytest
@@ -108,8 +110,6 @@ def test_speak_divides_the_emotion_by_the_gain_and_keeps_the_emotion_out_of_the_
     """emotional_motion: the lifted emotional displacement is divided by the identity's gain;
     the renderer's code motion is the same dense motion except at the eyelids and the mouth
     corners, where it keeps the neutral motion."""
-    import types
-
     import torch
 
     from emogene_cli import geometry
@@ -148,3 +148,41 @@ def test_speak_divides_the_emotion_by_the_gain_and_keeps_the_emotion_out_of_the_
     others = np.setdiff1d(np.arange(478), lids)
     assert np.allclose(code[:, others], dense[:, others]) and not np.allclose(code[:, lids], dense[:, lids])
     assert np.allclose(code[:, lids], base[:, lids], atol=1e-4)
+
+
+def test_a_stored_gain_is_used_until_the_ldm_the_dataset_or_the_size_changes(tmp_path, monkeypatch):
+    """identity_tracker_gain loads the stored calibration; a new LDM, a re-preprocessed dataset or
+    another size measures again."""
+    import os
+
+    import torch
+
+    from emogene_cli import tracker_gain as tg
+    from emogene_cli.store import Store, save_artifact
+
+    store = Store(tmp_path)
+    store.dataset_path("may").parent.mkdir(parents=True)
+    store.dataset_path("may").write_bytes(b"frames")
+    ldm = torch.nn.Linear(2, 2)
+    measured = []
+
+    def fake_calibrate(store_, name, ldm_, *, size, progress=None):
+        measured.append(size)
+        gain = np.full((478, 3), 0.5, np.float32)
+        save_artifact(tg.tracker_gain_path(store_, name), {"per_landmark": gain}, producer="test",
+                      extra={"calibrated_for": tg._calibration_stamp(store_, name, ldm_, size)})
+        return types.SimpleNamespace(per_landmark=gain)
+
+    monkeypatch.setattr(tg, "calibrate_identity", fake_calibrate)
+    assert tg.identity_tracker_gain(store, "may", ldm, size=256)[0, 0] == 0.5 and measured == [256]
+    tg.identity_tracker_gain(store, "may", ldm, size=256)
+    assert measured == [256]  # stored: not measured again
+    tg.identity_tracker_gain(store, "may", ldm, size=512)
+    assert measured == [256, 512]
+    with torch.no_grad():
+        ldm.weight.add_(1.0)
+    tg.identity_tracker_gain(store, "may", ldm, size=512)
+    assert measured == [256, 512, 512]
+    os.utime(store.dataset_path("may"), (1, 1))  # preprocessed again
+    tg.identity_tracker_gain(store, "may", ldm, size=512)
+    assert measured == [256, 512, 512, 512]
