@@ -134,6 +134,22 @@ def split_people(people: Sequence[str], val: int | Sequence[str], seed: int = 0)
     return train, chosen
 
 
+def people_folds(people: Sequence[str], folds: int, seed: int = 0) -> list[list[str]]:
+    """Partition the distinct people into ``folds`` groups for k-fold leave-identity-out validation.
+
+    Each person lands in exactly one group; group sizes differ by at most one; which person
+    goes where is a shuffle drawn with ``seed``. Each group is sorted.
+
+    Raises:
+        InputError: ``folds`` below 2 or above the number of people.
+    """
+    everyone = sorted(set(people))
+    if folds < 2 or folds > len(everyone):
+        raise InputError(f"--folds must be between 2 and the number of people ({len(everyone)}), got {folds}", path="--folds")
+    order = np.random.default_rng(seed).permutation(len(everyone))
+    return [sorted(everyone[i] for i in order[k::folds]) for k in range(folds)]
+
+
 def default_val_count(n_people: int) -> int:
     """People held out by default: 2 of 4 or more, 1 of 2-3, none of 1."""
     return 2 if n_people >= 4 else (1 if n_people >= 2 else 0)

@@ -158,6 +158,7 @@ class HubertEncoder:
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()  # its tqdm bar would cut through our rich progress bars
         try:
             self.model = HubertModel.from_pretrained(source, local_files_only=local_files_only).eval().to(device)
         except Exception as exc:

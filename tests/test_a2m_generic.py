@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from emogene_cli import audio as audio_mod
-from emogene_cli.a2m_data import (AugmentConfig, FeatureExtractor, add_variants_arrays, augment_clip, person_from_stem,
-                                  scan_talking, split_people)
+from emogene_cli.a2m_data import (AugmentConfig, ClipData, FeatureExtractor, TalkingClip, add_variants_arrays, augment_clip,
+                                  people_folds, person_from_stem, scan_talking, split_people)
 from emogene_cli.errors import InputError, MismatchError
 from emogene_cli.models.a2m import A2MConfig, AudioToMotionVAE
 from emogene_cli.store import Store, save_artifact, save_model
@@ -64,6 +64,20 @@ def test_leave_identity_out_split_never_shares_a_person(seed):
     # the same seed, the same split; names given explicitly are honoured
     assert split_people(people, n_val, seed=seed) == (train, val)
     assert split_people(people, val, seed=123)[1] == val
+
+
+@pytest.mark.parametrize("n_people, folds", [(2, 2), (5, 2), (13, 6), (7, 7)])
+def test_cross_validation_folds_hold_out_every_person_exactly_once(n_people, folds):
+    people = [f"p{k % n_people}" for k in range(3 * n_people)]
+    groups = people_folds(people, folds, seed=3)
+    assert len(groups) == folds and all(groups)
+    flat = [p for g in groups for p in g]
+    assert sorted(flat) == sorted(set(people))  # each person in exactly one fold
+    assert max(map(len, groups)) - min(map(len, groups)) <= 1
+    assert people_folds(people, folds, seed=3) == groups
+    for bad in (1, n_people + 1):
+        with pytest.raises(InputError, match="--folds must be between 2"):
+            people_folds(people, bad)
 
 
 def test_split_errors():
@@ -311,3 +325,45 @@ def test_sync_offsets_find_a_clip_whose_mouth_moves_early_and_shift_clip_realign
     np.testing.assert_array_equal(moved.motion, clips[2].motion[:-3])
     np.testing.assert_array_equal(moved.features, clips[2].features[6:])
     assert shift_clip(clips[0], 0) is clips[0]
+
+
+def synthetic_clip(name: str, rng: np.random.Generator, f0_hz: float, formant: float, gain: float,
+                   seconds: float = 12.0) -> ClipData:
+    """A :class:`ClipData` of one synthetic speaker whose mouth opens with the loudness of the speech."""
+    y, env, f0 = synthetic_voice(rng, seconds, f0_hz, formant, gain)
+    motion = mouth_motion(env)
+    T = len(env)
+    mean68 = np.zeros((68, 3), np.float32)
+    mean68[:, 0] = np.linspace(-50, 50, 68)
+    return ClipData(
+        clip=TalkingClip(Path(f"/nowhere/{name}.mp4"), name), motion=motion,
+        features=FeatureExtractor("mel").features(y, T), f0=f0, audio=y.astype(np.float32), mean68=mean68, iod=60.0,
+        poses=np.repeat(np.eye(4, dtype=np.float32)[None], T, 0), landmarks68=mean68[None] + motion * 60.0,
+        found=np.ones(T, bool), px_scale=1.0, feature_kind="mel",
+    )
+
+
+def test_cross_validation_scores_every_person_with_a_model_that_never_heard_them(tmp_path, monkeypatch):
+    from emogene_cli import generic_a2m
+    from emogene_cli.generic_a2m import GenericPreset, cross_validate
+
+    trained_on = []
+    fit = generic_a2m._fit_generic
+
+    def recording_fit(train, *args, **kwargs):
+        trained_on.append({d.person for d in train})
+        return fit(train, *args, **kwargs)
+
+    monkeypatch.setattr(generic_a2m, "_fit_generic", recording_fit)
+    rng = np.random.default_rng(0)
+    speakers = {"low": (95.0, 600.0, 0.5), "mid": (150.0, 900.0, 0.2), "high": (230.0, 1300.0, 0.05)}
+    data = [synthetic_clip(name, rng, *v) for name, v in speakers.items()]
+    groups = people_folds([d.person for d in data], 3, seed=0)
+    cv = cross_validate(data, groups, GenericPreset.get("tiny"), 100, store=Store(tmp_path), extractor=FeatureExtractor("mel"),
+                        augment=AugmentConfig(variants=0), sync_align=False)
+    assert cv["folds"] == 3 and set(cv["people"]) == set(speakers)
+    assert [people & set(g) for people, g in zip(trained_on, groups)] == [set()] * 3  # never trained on its fold
+    rs = [v["mouth_open_corr"] for v in cv["people"].values()]
+    assert min(rs) > 0.3, cv["people"]  # each voice was unheard by the model that scored it
+    assert cv["mean_r"] == pytest.approx(np.mean(rs)) and cv["min_r"] == pytest.approx(min(rs))
+    assert all(v["frames"] == 300 for v in cv["people"].values())

@@ -32,13 +32,14 @@ def train_a2m_command(
     ctx: typer.Context,
     inputs: Annotated[list[Path], typer.Argument(metavar="VIDEO_OR_DIR...", help="Talking-to-camera videos with speech, or folders of them (searched recursively; a sub-folder per person, or file names like <person>_clip<N>_....mp4).")],
     epochs: Annotated[Optional[int], typer.Option(min=1, help="Passes over the training frames (default: the preset's, 80 for quick).")] = None,
-    preset: Annotated[Preset, typer.Option(help="quick: CPU-sized VAE (hidden 128); full: GeneFace++ sizes for a GPU; tiny: tests.")] = Preset.quick,
+    preset: Annotated[Preset, typer.Option(help="quick: CPU-sized VAE (hidden 64, one residual block); full: GeneFace++ sizes for a GPU; tiny: tests.")] = Preset.quick,
     val_people: Annotated[Optional[str], typer.Option("--val-people", help="People held out for validation: a number (chosen at random with --seed) or comma-separated names. Default 2 of 4 or more people.")] = None,
     augment: Annotated[int, typer.Option(min=0, help="Voice-changed copies of each training clip (pitch, vocal-tract length, speed, noise); 0 for none.")] = 8,
     audio_features: Annotated[Features, typer.Option(help="HuBERT when its weights resolve (auto), else log-mel + f0; must match the identities it will drive.")] = Features.auto,
     hubert: Annotated[Optional[str], typer.Option(help="HuBERT weights folder or hub id.")] = None,
     baseline: Annotated[bool, typer.Option("--baseline/--no-baseline", help="Also train the person-only baseline and show it next to the generic model.")] = True,
     sync_align: Annotated[bool, typer.Option("--sync-align/--no-sync-align", help="Move each training clip's video against its audio by its offset from the other people's consensus (estimated, at most 4 frames) before training.")] = True,
+    folds: Annotated[int, typer.Option(min=0, help="Also cross-validate over all the people: K more trainings, each holding out a K-th of the people, so that every person is scored by a model that never heard them; prints each person's r and the mean. 0: off.")] = 0,
     device: Annotated[Device, typer.Option(help="Where to train.")] = Device.auto,
     seed: Annotated[int, typer.Option(help="Random seed (validation people, augmentation, training).")] = 0,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint.")] = False,
@@ -61,7 +62,7 @@ def train_a2m_command(
     with progress_bars() as update:
         r = train_generic_a2m(
             inputs, store=store, preset=preset.value, epochs=epochs, val_people=val, augment=AugmentConfig(variants=augment),
-            audio_features=audio_features.value, hubert=hubert, baseline=baseline, sync_align=sync_align, device=dev, seed=seed, resume=resume,
+            audio_features=audio_features.value, hubert=hubert, baseline=baseline, sync_align=sync_align, folds=folds, device=dev, seed=seed, resume=resume,
             progress=update,
         )
     if r.feature_note:
@@ -85,6 +86,8 @@ def train_a2m_command(
                       "M-LMD: mouth landmark distance in pixels of a 256-pixel face crop")
     else:
         console.print("[yellow]no validation[/yellow]: one person only, so nothing was held out")
+    if r.cross_validation:
+        _print_cross_validation(r.cross_validation)
     moved = {k: v for k, v in r.offsets.items() if v["offset"]}
     if r.offsets:
         console.print("audio-video offsets against the other people (frames at 25 fps, + = mouth early): "
@@ -97,6 +100,19 @@ def train_a2m_command(
         f"cached: {r.cached['landmarks']} landmarks, {r.cached['features']} features, {r.cached['augmented']} augmentations; time {times}"
     )
     console.print(f"wrote {r.path}")
+
+
+def _print_cross_validation(cv: dict) -> None:
+    table = Table(title=f"{cv['folds']}-fold leave-identity-out cross-validation: every person scored by a model that never heard them",
+                  title_justify="left")
+    for col in ("person", "seconds", "r", "best lag (r)", "M-LMD"):
+        table.add_column(col, justify="left" if col == "person" else "right")
+    for person, g in sorted(cv["people"].items()):
+        table.add_row(person, f"{g['frames'] / 25:.1f}", _fmt(g["mouth_open_corr"]),
+                      f"{g['mouth_open_best_lag']:+d} ({_fmt(g['mouth_open_best_corr'])})", _fmt(g["m_lmd"]))
+    console.print(table)
+    console.print(f"over {len(cv['people'])} people: mouth-opening r mean {_fmt(cv['mean_r'])}, median {_fmt(cv['median_r'])}, "
+                  f"lowest {_fmt(cv['min_r'])}; best-lag r mean {_fmt(cv['mean_best_r'])}; M-LMD mean {_fmt(cv['mean_m_lmd'])}")
 
 
 def register(app: typer.Typer) -> None:
