@@ -207,7 +207,10 @@ def emotional_motion(
        learned the identity's own blinks and speech, and pushed to the edge of its range by
        an emotion's wide eyes or stretched mouth it changed the whole head (the collar under
        the chin tore on obama_20s); lids and corners still move by geometry, and the code
-       still sees the emotion's mouth opening (teeth and the mouth's interior).
+       still sees the emotion's mouth opening (teeth and the mouth's interior). Around the
+       eyes only, the renderer takes the eyelid features from ``dense`` after all
+       (:meth:`~emogene_cli.models.renderer.TalkingHeadRenderer.render_image`), so that wide
+       or narrowed eyes also show in the eyes' appearance.
 
     Returns:
         ``emotional [T, 68, 3]`` (neutral + raw displacement), ``motion68 [T, 68, 3]`` (the

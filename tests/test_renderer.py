@@ -186,6 +186,54 @@ def test_render_image_matches_render_rays():
     assert img["head_alpha"].max() > 0 and img["head_alpha"][0, 0] == 0  # the corner misses the head box
 
 
+def test_eye_weight_is_one_at_the_eyes_and_zero_away_from_them():
+    from emogene_cli.models.renderer.model import EYE_CODE_FADE, EYE_CODE_RADIUS
+
+    model, ms = _tiny_model()
+    eyes = ms[geometry.LM68_FROM_LM478[geometry.LM68_EYES]]
+    centres = torch.as_tensor(np.stack([eyes[:6].mean(0), eyes[6:].mean(0)]), dtype=torch.float32)
+    iod = float(model.iod)
+    far = centres[0] + torch.tensor([0.0, 1.0, 0.0]) * 100.0
+    w = model.eye_weight(torch.cat([centres, far[None]]))
+    assert torch.allclose(w, torch.tensor([1.0, 1.0, 0.0]))
+    q = torch.randn(2000, 3) * 6.0
+    w = model.eye_weight(q)
+    d = torch.cdist(q, centres).min(-1).values / iod
+    assert torch.all(w[d <= EYE_CODE_RADIUS] == 1) and torch.all(w[d >= EYE_CODE_RADIUS + EYE_CODE_FADE] == 0)
+    mid = (d > EYE_CODE_RADIUS) & (d < EYE_CODE_RADIUS + EYE_CODE_FADE)
+    assert mid.any() and torch.all((w[mid] > 0) & (w[mid] < 1))
+
+
+def test_eyelids_of_the_driving_motion_reach_the_code_only_around_the_eyes(monkeypatch):
+    """speak keeps an emotion's lids out of the code (code_motion); around the eyes they still apply."""
+    from emogene_cli.models.renderer.model import EYE_CODE_FADE, EYE_CODE_RADIUS
+
+    model, ms = _tiny_model(seed=2)
+    with torch.no_grad():  # make the code matter: a strong code input
+        model.head.input_code.weight.mul_(20.0)
+    pose = _pose(t=(16.0, 16.0, 0.0))[0]
+    bg = torch.rand(32, 32, 3)
+    neutral = torch.zeros(478, 3)
+    wide = neutral.clone()
+    lids = geometry.LM68_FROM_LM478[np.concatenate([geometry.LM68_UPPER_LID, geometry.LM68_LOWER_LID])]
+    upper = geometry.LM68_FROM_LM478[geometry.LM68_UPPER_LID]
+    wide[upper, 1] = -0.1  # upper lids up by 0.1 inter-ocular distances: wide eyes
+    assert lids.size and torch.equal(model.render_image(pose, wide, bg, code_motion=wide)["rgb"],
+                                     model.render_image(pose, wide, bg)["rgb"])
+    new = model.render_image(pose, wide, bg, code_motion=neutral)["rgb"]
+    monkeypatch.setattr(model, "eye_weight", lambda q: q.new_zeros(q.shape[0]))
+    old = model.render_image(pose, wide, bg, code_motion=neutral)["rgb"]  # the code from code_motion everywhere
+    # orthographic camera, unit scale: pixel (u, v) sees the head-frame line x = u - 16, y = v - 16
+    eyes = ms[geometry.LM68_FROM_LM478[geometry.LM68_EYES]]
+    centres = np.stack([eyes[:6].mean(0), eyes[6:].mean(0)])[:, :2] + 16.0
+    ys, xs = np.mgrid[0:32, 0:32] + 0.5
+    dist = np.min([np.hypot(xs - cx, ys - cy) for cx, cy in centres], axis=0) / float(model.iod)
+    away = dist > EYE_CODE_RADIUS + EYE_CODE_FADE + 0.2  # + the deformation's reach
+    diff = (new - old).abs().amax(-1).numpy()
+    assert away.sum() > 500 and diff[away].max() == 0  # the collar, the mouth, the rest: as before
+    assert diff[dist < EYE_CODE_RADIUS].max() > 1e-3  # the eyes: the wide lids' code
+
+
 def test_empty_occupancy_grid_renders_no_head():
     model, _ = _tiny_model()
     model.occupied.zero_()

@@ -57,6 +57,8 @@ FACE_MESH_POINTS = 468  # MediaPipe's face mesh without the 10 iris points
 _GAPS = ((61, 67), (62, 66), (63, 65), (37, 41), (38, 40), (43, 47), (44, 46))
 _WIDTHS = ((60, 64),)
 EXPRESSION_FEATURES = len(_GAPS) + len(_WIDTHS)
+#: the four eyelid gaps among :func:`expression_features`
+EYELID_FEATURES = slice(3, 7)
 
 
 def expression_features(motion: Tensor) -> Tensor:

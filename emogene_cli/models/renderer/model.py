@@ -43,11 +43,24 @@ from ... import geometry
 from ...errors import MismatchError
 from ...store import load_artifact, save_artifact
 from .config import CONFIG_KEY, RendererConfig
-from .deformation import EXPRESSION_FEATURES, LandmarkDeformation, expression_features
+from .deformation import (
+    EXPRESSION_FEATURES,
+    EYELID_FEATURES,
+    LandmarkDeformation,
+    expression_features,
+)
 from .fields import HeadField
 from .rays import generate_rays, head_box, intersect_aabb, sample_stratified
 from .rendering import composite, volume_render
 from .torso import TorsoField
+
+#: Around each eye (canonical head, inter-ocular units from the eye's centre), the expression
+#: code's eyelid features follow the driving motion when :meth:`TalkingHeadRenderer.render_image`
+#: is given a separate ``code_motion``: in full within EYE_CODE_RADIUS, fading to none at
+#: EYE_CODE_RADIUS + EYE_CODE_FADE. The lids and the eye's whites sit well inside; the brows
+#: at about 0.3, the collar beyond 1.5.
+EYE_CODE_RADIUS = 0.25
+EYE_CODE_FADE = 0.2
 
 
 def _float32(value: np.ndarray | Tensor | float) -> Tensor:
@@ -131,9 +144,24 @@ class TalkingHeadRenderer(nn.Module):
         and normalised by the training statistics, so that it cannot carry a whole expression
         and never extrapolates: an unseen expression is the deformation's job.
         """
-        f = expression_features(motion.to(self.feature_mean.dtype))
+        return self.code_from_features(expression_features(motion.to(self.feature_mean.dtype)))
+
+    def code_from_features(self, f: Tensor) -> Tensor:
+        """:func:`.expression_features` ``[B, 8]`` -> expression code ``[B, K]`` (clipped, normalised)."""
         f = torch.maximum(torch.minimum(f, self.feature_max), self.feature_min)
         return torch.tanh(self.code((f - self.feature_mean) / self.feature_std))
+
+    def eye_weight(self, q: Tensor) -> Tensor:
+        """How much the eye-region code applies at canonical head-frame points ``q [N, 3]`` -> ``[N]`` in 0..1.
+
+        1 within :data:`EYE_CODE_RADIUS` inter-ocular distances of either eye's centre (the
+        mean of its six 68-point landmarks in the mean shape), 0 beyond
+        ``EYE_CODE_RADIUS + EYE_CODE_FADE``, linear in between.
+        """
+        lm = self.mean_shape[torch.as_tensor(geometry.LM68_FROM_LM478[geometry.LM68_EYES], device=q.device)]
+        centres = torch.stack([lm[:6].mean(0), lm[6:].mean(0)]).to(q.dtype)  # [2, 3]
+        d = torch.cdist(q, centres).min(-1).values / self.iod.to(q.dtype)
+        return ((EYE_CODE_RADIUS + EYE_CODE_FADE - d) / EYE_CODE_FADE).clamp(0.0, 1.0)
 
     def normalise_pose(self, pose_vec: Tensor) -> Tensor:
         """``[B, 7]`` pose vectors (:func:`geometry.pose_to_vector`) -> normalised ``[B, 7]``."""
@@ -191,7 +219,7 @@ class TalkingHeadRenderer(nn.Module):
 
     # ---- rendering ----------------------------------------------------------------------
     def _query(self, q: Tensor, code: Tensor, displacement: Tensor | None, frame: Tensor | None,
-               dmap: Tensor | None = None) -> tuple[Tensor, Tensor]:
+               dmap: Tensor | None = None, eye_code: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """The head field at observed samples: deformation into the canonical head, occupancy test, field.
 
         Args:
@@ -200,6 +228,8 @@ class TalkingHeadRenderer(nn.Module):
             frame: ``[H]`` long frame of each ray (None: frame 0 for all);
             dmap: one frame's :meth:`.LandmarkDeformation.displacement_map`, used instead of
                 ``displacement`` when given (rendering).
+            eye_code: ``[1, K]`` the code near the eyes (:meth:`eye_weight` blends it with
+                ``code``); None: ``code`` everywhere.
 
         Returns:
             ``sigma [H, S]`` and ``rgb [H, S, 3]`` (zero where the canonical cell is empty).
@@ -215,6 +245,8 @@ class TalkingHeadRenderer(nn.Module):
         if keep.numel() == 0:
             return q.new_zeros(n_rays, n_s), q.new_zeros(n_rays, n_s, 3)
         code_p = code.expand(keep.shape[0], -1) if code.shape[0] == 1 else code[keep // n_s]
+        if eye_code is not None:
+            code_p = torch.lerp(code_p, eye_code.expand_as(code_p), self.eye_weight(q_can[keep])[:, None])
         sig, col = self.head(x[keep], code_p)
         sigma = q.new_zeros(n_rays * n_s).index_copy(0, keep, sig).reshape(n_rays, n_s)
         rgb = q.new_zeros(n_rays * n_s, 3).index_copy(0, keep, col).reshape(n_rays, n_s, 3)
@@ -222,7 +254,7 @@ class TalkingHeadRenderer(nn.Module):
 
     def _march(
         self, q: Tensor, deltas: Tensor, code: Tensor, displacement: Tensor | None, frame: Tensor | None,
-        dmap: Tensor | None = None, group: int = 4, min_transmittance: float = 1e-3,
+        dmap: Tensor | None = None, group: int = 4, min_transmittance: float = 1e-3, eye_code: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Front-to-back volume rendering in groups of samples with early ray termination.
 
@@ -239,7 +271,7 @@ class TalkingHeadRenderer(nn.Module):
             if alive.numel() == 0:
                 break
             sig, col = self._query(q[alive, k:k + group], code if code.shape[0] == 1 else code[alive], displacement,
-                                   None if frame is None else frame[alive], dmap)
+                                   None if frame is None else frame[alive], dmap, eye_code)
             out = volume_render(sig, col, deltas[alive, k:k + group])
             rgb[alive] += trans[alive, None] * out["rgb"]
             trans[alive] *= 1.0 - out["alpha"]
@@ -249,6 +281,7 @@ class TalkingHeadRenderer(nn.Module):
     def render_head(
         self, pixels: Tensor, poses: Tensor, code: Tensor, displacement: Tensor | None, frame: Tensor | None = None, *,
         dmap: Tensor | None = None, perturb: bool = False, generator: torch.Generator | None = None,
+        eye_code: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """Volume-render the head along pixel rays.
 
@@ -260,6 +293,7 @@ class TalkingHeadRenderer(nn.Module):
             displacement: ``[F, 478, 3]`` landmark displacements (head-frame units);
             frame: ``[R]`` long frame index of each ray into ``displacement`` (None: frame 0);
             dmap: one frame's displacement map, used instead of ``displacement`` when given.
+            eye_code: ``[1, K]`` the code around the eyes (see :meth:`_query`).
 
         Returns:
             ``rgb [R, 3]`` (premultiplied), ``alpha [R]`` (rays that miss the box give 0);
@@ -284,11 +318,11 @@ class TalkingHeadRenderer(nn.Module):
         code_h = code if code.shape[0] == 1 else code[idx]
         frame_h = None if frame is None else frame[idx]
         if torch.is_grad_enabled():
-            sigma, col = self._query(q, code_h, displacement, frame_h, dmap)
+            sigma, col = self._query(q, code_h, displacement, frame_h, dmap, eye_code)
             out = volume_render(sigma, col, deltas)
             weights = out["weights"]
         else:
-            out = dict(zip(("rgb", "alpha"), self._march(q, deltas, code_h, displacement, frame_h, dmap)))
+            out = dict(zip(("rgb", "alpha"), self._march(q, deltas, code_h, displacement, frame_h, dmap, eye_code=eye_code)))
             weights = q.new_zeros(0, self.config.n_samples)
         rgb = rgb.index_copy(0, idx, out["rgb"])
         alpha = alpha.index_copy(0, idx, out["alpha"])
@@ -345,8 +379,11 @@ class TalkingHeadRenderer(nn.Module):
             pose: ``[4, 4]`` camera-from-head pose.
             motion: ``[478, 3]`` dense landmark motion (inter-ocular units): the deformation.
             code_motion: ``[478, 3]`` motion whose mouth and eyelid features set the expression
-                code (default ``motion``); ``speak`` keeps the emotion out of the eyelid
-                features, so that an emotion opens or lowers the lids by geometry alone.
+                code (default ``motion``). Around the eyes (:meth:`eye_weight`) the eyelid
+                features still come from ``motion``: ``speak`` keeps an emotion's lids out of
+                the code elsewhere (pushed to the edge of its range, it changed the whole head
+                and tore the collar on obama_20s), while the eyes themselves open or narrow
+                in appearance (the whites, the iris showing), not only by geometry.
             background: ``[H, W, 3]`` float background plate in 0..1 (``H = W = resolution``
                 for the poses and mean shape to line up).
             chunk: rays per NeRF evaluation (memory bound).
@@ -369,7 +406,16 @@ class TalkingHeadRenderer(nn.Module):
         bg = background.to(dev, torch.float32).reshape(-1, 3)
         pose = pose.to(dev, torch.float32)[None]
         motion = motion.to(dev, torch.float32)[None]
-        code = self.motion_code(motion if code_motion is None else code_motion.to(dev, torch.float32)[None])
+        eye_code = None
+        if code_motion is None:
+            code = self.motion_code(motion)
+        else:
+            f = expression_features(code_motion.to(dev, torch.float32)[None])
+            code = self.code_from_features(f)
+            f_eye = f.clone()
+            f_eye[:, EYELID_FEATURES] = expression_features(motion)[:, EYELID_FEATURES]
+            if not torch.equal(f_eye, f):
+                eye_code = self.code_from_features(f_eye)
         dmap = self.deformation.displacement_map(motion * self.iod)  # the frame's deformation, once
         pv = self.normalise_pose(self.pose_vectors(pose))
         ys, xs = torch.meshgrid(torch.arange(h, device=dev), torch.arange(w, device=dev), indexing="ij")
@@ -382,7 +428,7 @@ class TalkingHeadRenderer(nn.Module):
         head_alpha = bg.new_zeros(h * w)
         for i in range(0, idx.numel(), chunk):
             sel = idx[i:i + chunk]
-            out = self.render_head(pixels[sel], pose, code, None, dmap=dmap)
+            out = self.render_head(pixels[sel], pose, code, None, dmap=dmap, eye_code=eye_code)
             head_rgb[sel] = out["rgb"]
             head_alpha[sel] = out["alpha"]
         uv = pixels / (self.config.resolution / 2.0) - 1.0
