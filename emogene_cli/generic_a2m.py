@@ -427,13 +427,6 @@ def train_generic_a2m(
             base_scores[person] = pool_scores(rows)
         times["baseline"] = time.perf_counter() - t0
 
-    cv: dict[str, Any] = {}
-    if groups:
-        t0 = time.perf_counter()
-        cv = cross_validate(data, groups, cfg, n_epochs, store=store, extractor=extractor, augment=augment,
-                            sync_align=sync_align, device=device, seed=seed, progress=progress)
-        times["cross-validation"] = time.perf_counter() - t0
-
     named_offsets = {d.clip.path.name: offsets[d.clip.key] for d in train if d.clip.key in offsets}
     params = {
         "inputs": [str(i) for i in inputs], "preset": preset, "epochs": n_epochs, "steps": steps, "seed": seed,
@@ -448,9 +441,15 @@ def train_generic_a2m(
         "train_frames": str(frames),
         "sync_offsets": json.dumps({k: v["offset"] for k, v in named_offsets.items()}),
     }
-    if cv:
-        extra["cross_validation"] = json.dumps(cv, allow_nan=True)
     path = save_a2m(store.generic_a2m_path, model, producer="train-a2m", params=params, feature_kind=extractor.kind, extra=extra)
+    cv: dict[str, Any] = {}
+    if groups:  # after the model is saved: an interrupted cross-validation loses only itself
+        t0 = time.perf_counter()
+        cv = cross_validate(data, groups, cfg, n_epochs, store=store, extractor=extractor, augment=augment,
+                            sync_align=sync_align, device=device, seed=seed, progress=progress)
+        times["cross-validation"] = time.perf_counter() - t0
+        extra["cross_validation"] = json.dumps(cv, allow_nan=True)
+        path = save_a2m(store.generic_a2m_path, model, producer="train-a2m", params=params, feature_kind=extractor.kind, extra=extra)
     return GenericA2MReport(
         path=path, feature_kind=extractor.kind, feature_note=extractor.note, train_people=train_people, val_people=held,
         clips=len(data), train_frames=frames, steps=steps, epochs=n_epochs, validation=validation, baseline=base_scores,

@@ -339,7 +339,7 @@ def synthetic_clip(name: str, rng: np.random.Generator, f0_hz: float, formant: f
         clip=TalkingClip(Path(f"/nowhere/{name}.mp4"), name), motion=motion,
         features=FeatureExtractor("mel").features(y, T), f0=f0, audio=y.astype(np.float32), mean68=mean68, iod=60.0,
         poses=np.repeat(np.eye(4, dtype=np.float32)[None], T, 0), landmarks68=mean68[None] + motion * 60.0,
-        found=np.ones(T, bool), px_scale=1.0, feature_kind="mel",
+        found=np.ones(T, bool), px_scale=1.0, feature_kind="mel", cached={"landmarks": False, "features": False},
     )
 
 
@@ -367,3 +367,46 @@ def test_cross_validation_scores_every_person_with_a_model_that_never_heard_them
     assert min(rs) > 0.3, cv["people"]  # each voice was unheard by the model that scored it
     assert cv["mean_r"] == pytest.approx(np.mean(rs)) and cv["min_r"] == pytest.approx(min(rs))
     assert all(v["frames"] == 300 for v in cv["people"].values())
+
+
+def test_train_a2m_prints_the_cross_validation_per_person_and_its_mean(monkeypatch):
+    from rich.console import Console
+
+    from emogene_cli.commands import train_a2m as command
+
+    rec = Console(record=True, width=200)
+    monkeypatch.setattr(command, "console", rec)
+    row = {"frames": 250, "clips": 1, "mouth_open_best_lag": -2, "mouth_open_best_corr": 0.7, "m_lmd": 1.25}
+    cv = {"folds": 2, "people": {"ann": {**row, "mouth_open_corr": 0.4}, "bob": {**row, "mouth_open_corr": 0.6}},
+          "mean_r": 0.5, "median_r": 0.5, "min_r": 0.4, "mean_best_r": 0.7, "mean_m_lmd": 1.25}
+    command._print_cross_validation(cv)
+    text = rec.export_text()
+    assert "2-fold leave-identity-out" in text and "-2 (0.70)" in text
+    assert [line.split()[:4] for line in text.splitlines() if line.startswith(("│ ann", "│ bob"))] == [
+        ["│", "ann", "│", "10.0"], ["│", "bob", "│", "10.0"]]
+    assert "over 2 people: mouth-opening r mean 0.50, median 0.50, lowest 0.40" in text
+
+
+def test_an_interrupted_cross_validation_keeps_the_saved_model(tmp_path, monkeypatch):
+    from emogene_cli import generic_a2m
+
+    rng = np.random.default_rng(1)
+    voices = {"ann": (110.0, 700.0, 0.3), "bob": (150.0, 900.0, 0.2), "cid": (210.0, 1200.0, 0.1)}
+    clips = {name: synthetic_clip(name, rng, *v, seconds=4.0) for name, v in voices.items()}
+    monkeypatch.setattr(generic_a2m, "scan_talking", lambda inputs: [c.clip for c in clips.values()])
+    monkeypatch.setattr(generic_a2m, "load_clip", lambda clip, store, extractor: clips[clip.person])
+
+    def interrupted(*args, **kwargs):
+        assert store.generic_a2m_path.is_file()  # saved before the folds start
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(generic_a2m, "cross_validate", interrupted)
+    store = Store(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        generic_a2m.train_generic_a2m([tmp_path], store=store, preset="tiny", epochs=1, val_people=1, folds=3,
+                                      augment=AugmentConfig(variants=0), audio_features="mel", baseline=False)
+    assert load_a2m(store.generic_a2m_path, feature_kind="mel") is not None
+    with pytest.raises(InputError, match="--folds must be between 2"):  # before any training
+        generic_a2m.train_generic_a2m([tmp_path], store=Store(tmp_path / "b"), preset="tiny", epochs=1, folds=4,
+                                      augment=AugmentConfig(variants=0), audio_features="mel", baseline=False)
+    assert not Store(tmp_path / "b").generic_a2m_path.exists()

@@ -57,8 +57,10 @@ FACE_MESH_POINTS = 468  # MediaPipe's face mesh without the 10 iris points
 _GAPS = ((61, 67), (62, 66), (63, 65), (37, 41), (38, 40), (43, 47), (44, 46))
 _WIDTHS = ((60, 64),)
 EXPRESSION_FEATURES = len(_GAPS) + len(_WIDTHS)
-#: the four eyelid gaps among :func:`expression_features`
-EYELID_FEATURES = slice(3, 7)
+_EYELID_GAPS = [i for i, (a, b) in enumerate(_GAPS) if 36 <= a < 48]
+#: the four eyelid gaps among :func:`expression_features` (contiguous in ``_GAPS``)
+EYELID_FEATURES = slice(_EYELID_GAPS[0], _EYELID_GAPS[-1] + 1)
+assert _EYELID_GAPS == list(range(EYELID_FEATURES.start, EYELID_FEATURES.stop)) and len(_EYELID_GAPS) == 4
 
 
 def expression_features(motion: Tensor) -> Tensor:

@@ -135,6 +135,7 @@ class TalkingHeadRenderer(nn.Module):
         self.code = nn.Linear(n_feat, config.code_dim)
         self.head = HeadField(config)
         self.torso = TorsoField(config)
+        self._eye_centres: Tensor | None = None  # eye_weight's cache (the mean shape is fixed once loaded)
 
     # ---- conditioning -------------------------------------------------------------------
     def motion_code(self, motion: Tensor) -> Tensor:
@@ -158,8 +159,10 @@ class TalkingHeadRenderer(nn.Module):
         mean of its six 68-point landmarks in the mean shape), 0 beyond
         ``EYE_CODE_RADIUS + EYE_CODE_FADE``, linear in between.
         """
-        lm = self.mean_shape[torch.as_tensor(geometry.LM68_FROM_LM478[geometry.LM68_EYES], device=q.device)]
-        centres = torch.stack([lm[:6].mean(0), lm[6:].mean(0)]).to(q.dtype)  # [2, 3]
+        centres = self._eye_centres
+        if centres is None or centres.device != q.device or centres.dtype != q.dtype:
+            lm = self.mean_shape[torch.as_tensor(geometry.LM68_FROM_LM478[geometry.LM68_EYES], device=self.mean_shape.device)]
+            centres = self._eye_centres = torch.stack([lm[:6].mean(0), lm[6:].mean(0)]).to(q.device, q.dtype)  # [2, 3]
         d = torch.cdist(q, centres).min(-1).values / self.iod.to(q.dtype)
         return ((EYE_CODE_RADIUS + EYE_CODE_FADE - d) / EYE_CODE_FADE).clamp(0.0, 1.0)
 
