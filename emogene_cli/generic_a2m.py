@@ -251,11 +251,11 @@ def _fit_generic(train: Sequence[ClipData], cfg: GenericPreset, n_epochs: int, a
                  progress: Progress | None, label: str, checkpoint: Path | None = None, resume: bool = False,
                  times: dict[str, float] | None = None) -> _Fitted:
     """Sync-align (:func:`sync_offsets`), augment (cached) and train the generic VAE on ``train``."""
-    times = {} if times is None else times
+    times = {} if times is None else times  # sync, augment, train: seconds
     t0 = time.perf_counter()
     offsets = sync_offsets(train) if sync_align else {}
     moved = [shift_clip(d, offsets.get(d.clip.key, {}).get("offset", 0)) for d in train]
-    times["sync"] = times.get("sync", 0.0) + time.perf_counter() - t0
+    times["sync"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     n_cached = 0
     for i, d in enumerate(moved):
@@ -264,14 +264,14 @@ def _fit_generic(train: Sequence[ClipData], cfg: GenericPreset, n_epochs: int, a
         n_cached += add_variants(d, store, extractor, augment, seed)
     if progress:
         progress("augmentation", len(moved), len(moved))
-    times["augment"] = times.get("augment", 0.0) + time.perf_counter() - t0
+    times["augment"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     frames = sum(d.frames for d in moved)
     steps = max(1, int(np.ceil(n_epochs * frames / (cfg.batch * cfg.window))))
     training = A2MTraining(steps=steps, window=cfg.window, batch=cfg.batch, lr=cfg.lr, kl_weight=cfg.kl_weight)
     model = train_a2m_clips(_train_utterances(moved, True), cfg.model_config(audio_dim), training, device=device, seed=seed,
                             checkpoint=checkpoint, resume=resume, progress=progress, label=label)
-    times["train"] = times.get("train", 0.0) + time.perf_counter() - t0
+    times["train"] = time.perf_counter() - t0
     return _Fitted(model, offsets, moved, steps, n_cached)
 
 

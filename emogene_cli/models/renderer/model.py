@@ -112,6 +112,10 @@ class TalkingHeadRenderer(nn.Module):
         iod_value = float(_float32(iod).reshape(-1)[0])
         lo, hi = head_box(ms, config)
         self.register_buffer("mean_shape", torch.from_numpy(ms))
+        eyes = ms[geometry.LM68_FROM_LM478[geometry.LM68_EYES]]  # 6 points per eye
+        # each eye's centre (head frame), for eye_weight; derived from the mean shape, so not saved
+        self.register_buffer("eye_centres", torch.from_numpy(np.stack([eyes[:6].mean(0), eyes[6:].mean(0)])),
+                             persistent=False)
         self.register_buffer("iod", torch.tensor([iod_value]))
         self.register_buffer("box_lo", torch.from_numpy(lo))
         self.register_buffer("box_hi", torch.from_numpy(hi))
@@ -135,7 +139,6 @@ class TalkingHeadRenderer(nn.Module):
         self.code = nn.Linear(n_feat, config.code_dim)
         self.head = HeadField(config)
         self.torso = TorsoField(config)
-        self._eye_centres: Tensor | None = None  # eye_weight's cache (the mean shape is fixed once loaded)
 
     # ---- conditioning -------------------------------------------------------------------
     def motion_code(self, motion: Tensor) -> Tensor:
@@ -159,11 +162,7 @@ class TalkingHeadRenderer(nn.Module):
         mean of its six 68-point landmarks in the mean shape), 0 beyond
         ``EYE_CODE_RADIUS + EYE_CODE_FADE``, linear in between.
         """
-        centres = self._eye_centres
-        if centres is None or centres.device != q.device or centres.dtype != q.dtype:
-            lm = self.mean_shape[torch.as_tensor(geometry.LM68_FROM_LM478[geometry.LM68_EYES], device=self.mean_shape.device)]
-            centres = self._eye_centres = torch.stack([lm[:6].mean(0), lm[6:].mean(0)]).to(q.device, q.dtype)  # [2, 3]
-        d = torch.cdist(q, centres).min(-1).values / self.iod.to(q.dtype)
+        d = torch.cdist(q, self.eye_centres.to(q.dtype)).min(-1).values / self.iod.to(q.dtype)
         return ((EYE_CODE_RADIUS + EYE_CODE_FADE - d) / EYE_CODE_FADE).clamp(0.0, 1.0)
 
     def normalise_pose(self, pose_vec: Tensor) -> Tensor:
