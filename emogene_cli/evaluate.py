@@ -53,11 +53,11 @@ from . import __version__, geometry, metrics
 from .audio import SAMPLES_PER_FRAME, load_audio, loudness_envelope
 from .emotions import EMOTIONS, parse_emotion
 from .errors import EmogeneError, InputError, NotFoundError
-from .face import BLENDSHAPE_NAMES, TrackResult, track_frames
+from .face import BLENDSHAPE_NAMES, DETECT_SIZE, TrackResult, masked_mean, redetect
 from .fit_renderer import evaluate_renderer, heldout_frames
 from .media import SAMPLE_RATE
 from .preprocess import IdentityData, load_identity
-from .speak import Speaker, attach_tracker_gain, compose_grid, load_ldm, load_speaker, plan_motion
+from .speak import Speaker, attach_calibration, compose_grid, load_ldm, load_speaker, plan_motion
 from .store import Store, atomic_write_bytes, load_artifact
 
 __all__ = ["PAPER_REFERENCE", "EvaluationResult", "evaluate_identity", "frame_grid", "lpips_status", "redetect"]
@@ -72,9 +72,6 @@ PAPER_REFERENCE: dict[str, float] = {
     "idle_acceleration_mean": 0.0068,
 }
 
-#: Frames are upscaled to at least this side before MediaPipe looks at them (a 64-pixel
-#: face is below what its face detector finds reliably); landmarks are scaled back.
-DETECT_SIZE = 256
 LMD_ALIGN = "mean"
 GRID_ROWS = 4
 LIPSYNC_MAX_LAG = 10  # frames (±0.4 s) searched for the audio-envelope correlation's peak
@@ -101,21 +98,6 @@ class EvaluationResult:
 def _report(progress: Progress | None, label: str, done: int, total: int) -> None:
     if progress is not None:
         progress(label, done, max(total, 1))
-
-
-def redetect(frames: np.ndarray, store: Store, min_size: int = DETECT_SIZE) -> TrackResult:
-    """Re-detect landmarks and blendshapes on ``[T, H, W, 3]`` uint8 frames (a fresh MediaPipe tracker).
-
-    Frames smaller than ``min_size`` are upscaled (bicubic) for MediaPipe only; the
-    landmarks come back in pixels of the frames given (see :func:`emogene_cli.face.track_frames`).
-    """
-    h = frames.shape[1]
-    scale = max(1.0, min_size / h)
-    side = int(round(h * scale))
-    seq = (cv2.resize(f, (side, side), interpolation=cv2.INTER_CUBIC) if scale > 1 else f for f in frames)
-    track = track_frames(seq, store=store)
-    track.landmarks = (track.landmarks / np.float32(side / h)).astype(np.float32)
-    return track
 
 
 def _render(speaker: Speaker, poses: np.ndarray, motion: np.ndarray, background: np.ndarray, device: str,
@@ -215,12 +197,6 @@ def _device_info(device: str) -> dict[str, Any]:
     return info
 
 
-def _masked_mean(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Column means of ``[T, K]`` over the valid rows (nan row if none)."""
-    valid = np.asarray(valid, dtype=bool)
-    return values[valid].mean(0) if valid.any() else np.full(values.shape[1:], np.nan)
-
-
 # --------------------------------------------------------------------------------------
 # the five parts
 
@@ -296,7 +272,7 @@ def _emotions(speaker: Speaker, audio: np.ndarray, emotions: Sequence[str], devi
         ldm = load_ldm(store, device)
     except NotFoundError as exc:
         return {"skipped": f"no landmark deformation model ({exc.message})"}, {}
-    attach_tracker_gain(speaker, store, ldm)
+    attach_calibration(speaker, store, ldm, progress=progress)
     per: dict[str, Any] = {}
     shots: dict[str, np.ndarray] = {}
     blend: dict[str, np.ndarray] = {}
@@ -305,9 +281,11 @@ def _emotions(speaker: Speaker, audio: np.ndarray, emotions: Sequence[str], devi
         plan = plan_motion(speaker, audio, emotion=emotion, ldm=ldm, seed=seed, hubert=hubert, store_dir=store.third_party_dir)
         frames = _render(speaker, plan.poses, plan.motion, speaker.background, device, None, "", plan.code_motion)
         track = redetect(frames, store)
-        blend[emotion] = _masked_mean(track.blendshapes, track.found)
+        blend[emotion] = masked_mean(track.blendshapes, track.found)
         shots[emotion] = frames[len(frames) // 2]
         per[emotion] = {"face_found": track.found_fraction}
+        if speaker.emotion_gain is not None and emotion != "neutral":
+            per[emotion]["emotion_gain"] = float(speaker.emotion_gain[EMOTIONS.index(emotion)])
         if emotion == "neutral":
             env = loudness_envelope(audio, len(frames))
             lipsync = metrics.lipsync_correlation(geometry.mouth_opening(_lm68(track)), env, max_lag=5)
@@ -332,7 +310,8 @@ def _emotions(speaker: Speaker, audio: np.ndarray, emotions: Sequence[str], devi
         "recognised": recognised, "measured": len(strengths),
         "lipsync_corr_neutral": lipsync[0], "lipsync_lag_neutral": lipsync[1],
         "note": ("strength = the rendered change of all 52 MediaPipe blendshapes (re-detected) against the neutral render, "
-                 "projected on the real MEAD actors' change for the same emotion (1.0 = as strong as a real actor); "
+                 "projected on the real MEAD actors' change for the same emotion (1.0 = as strong as a real actor), "
+                 "each emotion rendered at the identity's emotion gain (emotion_gain; 1 = the learned motion); "
                  "recognised_as = the emotion whose real change is most similar (cosine); "
                  "score = mean change of the emotion's own relevant blendshapes"),
     }
@@ -510,13 +489,13 @@ def _html(figures: dict[str, Any], grids: list[tuple[str, str]], plots: list[tup
     if "per_emotion" in emo:
         rows = "".join(
             f"<tr><td>{html.escape(e)}</td><td>{_fmt(v.get('strength', ''))}</td><td>{html.escape(str(v.get('recognised_as', '')))}</td>"
-            f"<td>{_fmt(v.get('score', ''))}</td><td>"
+            f"<td>{_fmt(v.get('emotion_gain', ''))}</td><td>{_fmt(v.get('score', ''))}</td><td>"
             + ", ".join(f"{html.escape(n)} {d:+.3f}" for n, d in v.get("deltas", {}).items())
             + f"</td><td>{_fmt(v['face_found'])}</td></tr>"
             for e, v in emo["per_emotion"].items())
         parts.append(f"<h3>emotion</h3><p>strength median {_fmt(emo.get('strength_median', ''))}, "
                      f"lowest {_fmt(emo.get('strength_min', ''))}; recognised {emo.get('recognised', 0)} of {emo.get('measured', 0)}</p>"
-                     "<table><tr><th>emotion</th><th>strength (1 = real actor)</th><th>recognised as</th><th>score</th>"
+                     "<table><tr><th>emotion</th><th>strength (1 = real actor)</th><th>recognised as</th><th>emotion gain</th><th>score</th>"
                      "<th>blendshape deltas</th><th>face found</th></tr>" + rows + "</table>")
     elif emo:
         parts.append(f"<h3>emotion</h3><p>{_fmt(emo.get('skipped', ''))}</p>")

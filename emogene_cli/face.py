@@ -364,6 +364,35 @@ def track_frames(
     return builder.build()
 
 
+#: Frames are upscaled to at least this side before MediaPipe looks at them (a 64-pixel
+#: face is below what its face detector finds reliably); landmarks are scaled back.
+DETECT_SIZE = 256
+
+
+def redetect(frames: np.ndarray, store: Store, min_size: int = DETECT_SIZE, fps: float = 25) -> TrackResult:
+    """Re-detect landmarks and blendshapes on ``[T, H, W, 3]`` uint8 frames (a fresh MediaPipe tracker).
+
+    Frames smaller than ``min_size`` are upscaled (bicubic) for MediaPipe only; the
+    landmarks come back in pixels of the frames given (see :func:`track_frames`). ``fps``:
+    the frames' rate (a video's 25; 1 for unrelated frames, tracked far apart in time).
+    """
+    import cv2
+
+    h = frames.shape[1]
+    scale = max(1.0, min_size / h)
+    side = int(round(h * scale))
+    seq = (cv2.resize(f, (side, side), interpolation=cv2.INTER_CUBIC) if scale > 1 else f for f in frames)
+    track = track_frames(seq, fps, store=store)
+    track.landmarks = (track.landmarks / np.float32(side / h)).astype(np.float32)
+    return track
+
+
+def masked_mean(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Column means of ``[T, K]`` over the valid rows (nan row if none)."""
+    valid = np.asarray(valid, dtype=bool)
+    return values[valid].mean(0) if valid.any() else np.full(values.shape[1:], np.nan)
+
+
 # --------------------------------------------------------------------------------------
 # tracks cached in the store (train-ldm's MEAD clips, train-a2m's talking clips)
 

@@ -159,10 +159,9 @@ def fit_identity(
     if preview is not None:
         paths["preview (real | rendered, held-out)"] = preview
     t0 = time.perf_counter()
-    gain_path = _calibrate_tracker(store, name, cfg.renderer.resolution, device, progress)
-    if gain_path is not None:
-        paths["tracker gain"] = gain_path
-        seconds["tracker_gain"] = time.perf_counter() - t0
+    paths.update(_calibrate(store, name, device, progress))
+    if store.ldm_path.is_file():
+        seconds["calibration"] = time.perf_counter() - t0
     r = person["result"]
     return FitResult(
         name=name, preset=preset, resolution=cfg.renderer.resolution, frames=T, train_frames=len(train_idx),
@@ -173,19 +172,27 @@ def fit_identity(
     )
 
 
-def _calibrate_tracker(store: Store, name: str, size: int, device: str, progress: Callable[..., None] | None) -> Path | None:
-    """The identity's tracker gain for the store's LDM (:mod:`.tracker_gain`), measured unless stored.
+def _calibrate(store: Store, name: str, device: str, progress: Callable[..., None] | None) -> dict[str, Path]:
+    """The identity's tracker and emotion gains for the store's LDM (:func:`.speak.attach_calibration`),
+    measured unless stored.
 
-    Returns its file, or None: no LDM yet (``speak`` measures it on first use) or no face
-    tracked in the chosen frames (the emotion is then rendered as tracked).
+    Returns their files: none when there is no LDM yet (``speak`` measures them on first use),
+    and a gain is missing when no face was tracked in its frames (the emotion is then rendered
+    at the actors' size).
     """
-    from .speak import load_ldm
-    from .tracker_gain import identity_tracker_gain, tracker_gain_path
+    from .emotion_gain import emotion_gain_path
+    from .speak import attach_calibration, load_ldm, load_speaker
+    from .tracker_gain import tracker_gain_path
 
     if not store.ldm_path.is_file():
-        return None
-    gain = identity_tracker_gain(store, name, load_ldm(store, device), size=size, progress=progress)
-    return None if gain is None else tracker_gain_path(store, name)
+        return {}
+    speaker = attach_calibration(load_speaker(store, name, device), store, load_ldm(store, device), progress=progress)
+    paths = {}
+    if speaker.tracker_gain is not None:
+        paths["tracker gain"] = tracker_gain_path(store, name)
+    if speaker.emotion_gain is not None:
+        paths["emotion gain"] = emotion_gain_path(store, name)
+    return paths
 
 
 def _train_person_a2m(data, name: str, *, store: Store, cfg: FitPreset, mode: str, params: dict, device: str, seed: int,

@@ -57,7 +57,8 @@ class Speaker:
     ``lift``: ``(W [1434, 204], b [1434])``, the identity's own 68 -> 478 landmark map
     (:func:`geometry.fit_lift` on its training frames) that densifies the neutral motion;
     ``tracker_gain [478, 3]``: MediaPipe's gain on this identity's face for the LDM's emotions
-    (:mod:`emogene_cli.tracker_gain`, set by :func:`attach_tracker_gain`), None until measured.
+    (:mod:`emogene_cli.tracker_gain`) and ``emotion_gain [8]``: each emotion's gain on it
+    (:mod:`emogene_cli.emotion_gain`), both set by :func:`attach_calibration`, None until measured.
     """
 
     name: str
@@ -74,6 +75,7 @@ class Speaker:
     device: str
     lift: tuple[np.ndarray, np.ndarray]
     tracker_gain: np.ndarray | None = None
+    emotion_gain: np.ndarray | None = None
 
 
 def load_speaker(store: Store, name: str | None, device: str = "cpu") -> Speaker:
@@ -101,18 +103,32 @@ def load_speaker(store: Store, name: str | None, device: str = "cpu") -> Speaker
     )
 
 
-def attach_tracker_gain(speaker: Speaker, store: Store, ldm: LandmarkDeformationModel,
-                        on_measure: Callable[[], None] | None = None) -> Speaker:
-    """Set ``speaker.tracker_gain`` for ``ldm`` (:func:`.tracker_gain.identity_tracker_gain`).
+def attach_calibration(speaker: Speaker, store: Store, ldm: LandmarkDeformationModel,
+                       on_measure: Callable[[], None] | None = None,
+                       progress: Callable[..., None] | None = None) -> Speaker:
+    """Set the identity's ``tracker_gain`` and ``emotion_gain`` for ``ldm``.
 
-    The stored calibration, or measured once (~30 s; ``on_measure()`` is called first, e.g. to
-    tell the user). Without a face in the chosen frames the gain stays None: the displacement
-    is then rendered as tracked.
+    Each is the stored calibration, or measured once and stored (about 25 s each at 256x256 on
+    2 CPU cores; ``on_measure()`` is called once before, e.g. to tell the user):
+    :func:`.tracker_gain.identity_tracker_gain` (how much of a landmark motion MediaPipe reads
+    on this face) and then :func:`.emotion_gain.identity_emotion_gain` (how strongly the
+    rendered face shows each emotion, measured through the renderer with the tracker gain).
+    Without a face in the chosen frames a gain stays None: the displacement is then rendered
+    as tracked, at the actors' size.
     """
+    from .emotion_gain import identity_emotion_gain
     from .tracker_gain import identity_tracker_gain
 
-    speaker.tracker_gain = identity_tracker_gain(store, speaker.name, ldm, size=speaker.renderer.config.resolution,
-                                                 on_measure=on_measure)
+    told = []
+
+    def once() -> None:
+        if on_measure is not None and not told:
+            told.append(True)
+            on_measure()
+
+    size = speaker.renderer.config.resolution
+    speaker.tracker_gain = identity_tracker_gain(store, speaker.name, ldm, size=size, on_measure=once, progress=progress)
+    speaker.emotion_gain = identity_emotion_gain(store, speaker, ldm, on_measure=once, progress=progress)
     return speaker
 
 
@@ -193,7 +209,10 @@ def emotional_motion(
     EmoGene's motion-to-emotion step with its landmark mixture:
 
     1. the LDM's displacement ``ldm.mixed_displacement(neutral, weights)`` (zero when ``ldm``
-       is None or every weight is zero), intensity already in ``weights``;
+       is None or every weight is zero), intensity already in ``weights``, each emotion's
+       weight times its gain on this identity (:attr:`Speaker.emotion_gain`, 1 to
+       :data:`.emotion_gain.GAIN_MAX`: how much more motion this face needs to show the
+       emotion as strongly as the actors);
     2. :func:`postprocess`: the neutral motion alone is projected onto the identity's own
        landmark manifold, smoothed, clamped to its range and given blinks; the displacement
        is only low-passed in time, so the emotion keeps its full size;
@@ -223,6 +242,8 @@ def emotional_motion(
     weights = np.asarray(weights, dtype=np.float32)
     if weights.shape != (len(neutral), len(EMOTIONS)):
         raise ValueError(f"weights shape {weights.shape} != {(len(neutral), len(EMOTIONS))}")
+    if speaker.emotion_gain is not None:
+        weights = weights * np.asarray(speaker.emotion_gain, np.float32)[None]
     displacement = np.zeros_like(neutral)
     if ldm is not None and weights.any():
         dev = next(ldm.parameters()).device
@@ -230,14 +251,23 @@ def emotional_motion(
             n = torch.from_numpy(neutral).to(dev)
             displacement = ldm.mixed_displacement(n, torch.from_numpy(weights).to(dev)).cpu().numpy()
     base, displacement = postprocess(neutral, displacement, speaker.bank_motion, post or PostConfig(seed=seed))
-    base_dense = geometry.apply_lift(base, *speaker.lift)
-    dense = code = base_dense
-    if ldm is not None and displacement.any():
-        dense = base_dense + apply_gain(geometry.apply_lift(displacement, ldm.lift.cpu().numpy()), speaker.tracker_gain)
-        neutral_points = geometry.LM68_FROM_LM478[CODE_FROM_NEUTRAL_68]
-        code = dense.copy()
-        code[:, neutral_points] = base_dense[:, neutral_points]
+    dense, code = dense_motion(speaker, base, displacement, ldm)
     return neutral + displacement, base + displacement, dense, code
+
+
+def dense_motion(speaker: Speaker, base: np.ndarray, displacement: np.ndarray,
+                 ldm: LandmarkDeformationModel | None) -> tuple[np.ndarray, np.ndarray]:
+    """Steps 3-4 of :func:`emotional_motion`: 68-point ``base`` motion and emotional
+    ``displacement`` (``[T, 68, 3]``, inter-ocular units) -> the renderer's ``dense [T, 478, 3]``
+    and its expression-code motion ``code [T, 478, 3]``."""
+    base_dense = geometry.apply_lift(base, *speaker.lift)
+    if ldm is None or not displacement.any():
+        return base_dense, base_dense
+    dense = base_dense + apply_gain(geometry.apply_lift(displacement, ldm.lift.cpu().numpy()), speaker.tracker_gain)
+    neutral_points = geometry.LM68_FROM_LM478[CODE_FROM_NEUTRAL_68]
+    code = dense.copy()
+    code[:, neutral_points] = base_dense[:, neutral_points]
+    return dense, code
 
 
 def draw_landmarks(motion: np.ndarray, poses: np.ndarray, speaker: Speaker, size: int) -> np.ndarray:
@@ -369,15 +399,17 @@ def speak(
         track: an emotion track file (see :func:`~emogene_cli.emotion_control.load_track`),
             cut to the audio with a warning when longer; uncovered time is neutral.
         transition: seconds over which a track's changes ease in and out (smoothstep).
-        intensity: scale of the emotional displacement (0 = neutral, 1 = as learned); with a
+        intensity: scale of the emotional displacement (0 = neutral, 1 = the learned displacement
+            times the identity's emotion gain, :attr:`Speaker.emotion_gain`); with a
             track, a factor on every row's intensity.
         output: mp4 path (default ``<audio stem>_<emotion | track stem | all>.mp4`` here).
         preview: also write ``<output stem>_preview.mp4``: rendered frame | driving landmarks
             (not with ``all``).
         on_track: called as ``on_track(rows used, warnings, audio seconds)`` once the track
             is cut to the audio, before any model loads.
-        on_calibrate: called before the identity's tracker gain is measured (the first
-            emotional speak after a new LDM or preprocess, ~30 s; see :func:`attach_tracker_gain`).
+        on_calibrate: called before the identity's calibration is measured (the first
+            emotional speak after a new LDM, preprocess or fit, up to a minute; see
+            :func:`attach_calibration`).
         landmarks_only: write only the driving landmarks (``<output stem>_landmarks.mp4`` by
             default; no renderer needed, see :func:`load_landmark_speaker`): an identity that
             was only preprocessed is driven by the generic audio-to-motion model.
@@ -438,7 +470,7 @@ def speak(
         speaker = load_speaker(store, identity, device)
     ldm = load_ldm(store, device) if emotive and intensity > 0 else None
     if ldm is not None and not landmarks_only:
-        attach_tracker_gain(speaker, store, ldm, on_measure=on_calibrate)
+        attach_calibration(speaker, store, ldm, on_measure=on_calibrate, progress=progress)
     seconds["load"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

@@ -225,3 +225,49 @@ def test_preprocessed_only_speak_landmarks_and_render_error(preprocessed_only, t
     assert info.has_audio and info.width == 128
     assert abs(len(list(media.read_frames(out))) - 100) <= 1  # 4 s at 25 fps
     assert "generic audio-to-motion model" in capsys.readouterr().out
+
+
+def test_emotion_gain_calibration_on_a_fitted_identity(fitted_may, monkeypatch):
+    """attach_calibration measures the tracker gain, then renders the identity's own frames
+    through the whole chain and stores emotion gains in [1, GAIN_MAX] (neutral and emotions
+    without a real change 1); a second call loads them without measuring."""
+    import torch
+
+    from emogene_cli import emotion_gain as eg
+    from emogene_cli.emotions import EMOTIONS
+    from emogene_cli.face import BLENDSHAPE_NAMES
+    from emogene_cli.speak import attach_calibration, load_ldm, load_speaker
+    from emogene_cli.store import load_artifact
+
+    monkeypatch.setenv("EMOGENE_MODEL_DIR", str(MODELS))
+    monkeypatch.setattr(eg, "CALIBRATION_FRAMES", 3)
+    ldm = load_ldm(fitted_may)
+    with torch.no_grad():
+        real = torch.zeros_like(ldm.real_blendshape_change)
+        real[EMOTIONS.index("surprised"), BLENDSHAPE_NAMES.index("browInnerUp")] = 0.5
+        real[EMOTIONS.index("happy"), BLENDSHAPE_NAMES.index("mouthSmileLeft")] = 0.5
+        ldm.real_blendshape_change.copy_(real)
+    told = []
+    speaker = attach_calibration(load_speaker(fitted_may, "may"), fitted_may, ldm, on_measure=lambda: told.append(1))
+    assert told == [1] and speaker.emotion_gain is not None
+    stored = load_artifact(eg.emotion_gain_path(fitted_may, "may")).tensors
+    gain, strength = stored["gain"], stored["strength"]
+    assert np.allclose(speaker.emotion_gain, gain) and np.all(gain >= 1.0) and np.all(gain <= eg.GAIN_MAX)
+    measured = [EMOTIONS.index("surprised"), EMOTIONS.index("happy")]
+    assert np.isfinite(strength[0, measured]).all()
+    others = np.setdiff1d(np.arange(len(EMOTIONS)), measured)
+    assert np.all(gain[others] == 1.0) and np.isnan(strength[:, others]).all()
+    again = attach_calibration(load_speaker(fitted_may, "may"), fitted_may, ldm, on_measure=lambda: pytest.fail("measured again"))
+    assert np.allclose(again.emotion_gain, gain)
+
+
+def test_fit_ends_by_calibrating_when_the_store_has_an_ldm(fitted_may, monkeypatch):
+    """fit-identity's last step: with an LDM in the store, both gains are measured (or loaded) and their files returned."""
+    from emogene_cli.emotion_gain import emotion_gain_path
+    from emogene_cli.fit import _calibrate
+    from emogene_cli.tracker_gain import tracker_gain_path
+
+    monkeypatch.setenv("EMOGENE_MODEL_DIR", str(MODELS))
+    paths = _calibrate(fitted_may, "may", "cpu", None)
+    assert paths == {"tracker gain": tracker_gain_path(fitted_may, "may"), "emotion gain": emotion_gain_path(fitted_may, "may")}
+    assert all(p.is_file() for p in paths.values())

@@ -41,7 +41,8 @@ def figures_table(figures: dict[str, Any], reference: dict[str, float]) -> Table
             continue
         deltas = ", ".join(f"{k} {v:+.3f}" for k, v in info.get("deltas", {}).items())
         if "strength" in info:
-            table.add_row("emotion", f"{emotion} strength (recognised as {info.get('recognised_as')})", _value(info["strength"]), "")
+            gain = f", gain {info['emotion_gain']:.2f}" if "emotion_gain" in info else ""
+            table.add_row("emotion", f"{emotion} strength (recognised as {info.get('recognised_as')}{gain})", _value(info["strength"]), "")
         table.add_row("emotion", f"{emotion} score", _value(info.get("score")), "")
         table.add_row("", f"  {deltas}", f"face {info['face_found']:.0%}", "")
     if "strength_median" in emo:

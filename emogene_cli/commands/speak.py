@@ -28,7 +28,7 @@ def speak_command(
     )] = None,
     transition: Annotated[float, typer.Option(min=0.0, max=10.0, help="Seconds over which a track's emotion changes ease in and out (0 = hard cuts).")] = 0.3,
     identity: Annotated[Optional[str], typer.Option(help="Fitted identity (default: the only fitted one).")] = None,
-    intensity: Annotated[float, typer.Option(min=0.0, max=3.0, help="Scale of the emotional deformation (0 = neutral, 1 = as learned); multiplies a track's intensities.")] = 1.0,
+    intensity: Annotated[float, typer.Option(min=0.0, max=3.0, help="Scale of the emotional deformation (0 = neutral, 1 = the learned motion times the identity's emotion gain, which brings it toward the MEAD actors' strength on this face, at most 1.3x); multiplies a track's intensities.")] = 1.0,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output mp4 (default: <audio stem>_<emotion, track name or all>.mp4 here).")] = None,
     preview: Annotated[bool, typer.Option("--preview", help="Also write <output>_preview.mp4: rendered frame | driving landmarks.")] = False,
     temperature: Annotated[float, typer.Option(min=0.0, help="Sampling temperature of the audio-to-motion VAE (GeneFace++: 0.2).")] = 0.2,
@@ -57,7 +57,7 @@ def speak_command(
             audio, store=store, emotion=emotion, track=emotion_track, transition=transition, identity=identity,
             intensity=intensity, output=output, preview=preview, device=dev, temperature=temperature, seed=seed,
             hubert=hubert, landmarks_only=landmarks_only, progress=update, on_track=show_track,
-            on_calibrate=lambda: console.print("note: measuring how MediaPipe reads this face's emotions (once per identity and LDM, ~30 s)"),
+            on_calibrate=lambda: console.print("note: measuring how strongly this face shows each emotion (once per identity, LDM and fit; up to a minute)"),
         )
     total = sum(r.seconds.values())
     rows = [
