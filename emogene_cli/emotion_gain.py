@@ -176,37 +176,28 @@ def calibrate_emotion_gain(store, name: str, speaker, ldm, *, frames: int | None
     face was tracked are rendered ``1 + 2 × 7`` times at the renderer's resolution and
     re-tracked (about 25 s on 2 CPU cores at 256x256). Written to
     ``identities/NAME/emotion_gain.safetensors`` with the stamp of the LDM, the dataset, the
-    size, the renderer file, the target and the cap (:func:`load_emotion_gain` ignores it when
-    any of them changed).
+    size, the tracker gain, the renderer file, the target, the cap and the number of frames
+    (:func:`load_emotion_gain` ignores it when any of them changed).
 
     Raises:
         NotFoundError: the identity was not preprocessed.
         NoFaceError: no face tracked in its training frames or found in the neutral renders.
     """
-    import torch
-
     from .emotions import EMOTIONS
     from .face import redetect
-    from .fit_renderer import split_frames
     from .preprocess import load_identity
     from .speak import dense_motion
     from .store import save_artifact
+    from .tracker_gain import calibration_inputs
 
-    frames = frames or CALIBRATION_FRAMES
     size = speaker.renderer.config.resolution
     data = load_identity(store, name, size=size, with_images=False)
-    train_idx, _ = split_frames(len(data.motion))
-    train_idx = train_idx[data.face_found[train_idx]]
-    if len(train_idx) == 0:
-        raise NoFaceError(f"no face tracked in the training frames of {name}")
-    pick = train_idx[np.linspace(0, len(train_idx) - 1, num=min(frames, len(train_idx))).astype(int)]
+    try:
+        pick, disp = calibration_inputs(data, ldm, frames or CALIBRATION_FRAMES)
+    except ValueError as exc:
+        raise NoFaceError(f"{name}: {exc}") from exc
     base = data.motion[pick].astype(np.float32)
     poses = data.poses[pick]
-    dev = next(ldm.parameters()).device
-    with torch.inference_mode():
-        n = torch.from_numpy(base).to(dev)
-        disp = np.stack([np.zeros_like(base) if e == EMOTIONS.index("neutral") else
-                         ldm(n, torch.full((len(pick),), e, device=dev)).cpu().numpy() for e in range(len(EMOTIONS))])
     real = ldm.real_blendshape_change.cpu().numpy()
 
     def render(displacement: np.ndarray) -> np.ndarray:

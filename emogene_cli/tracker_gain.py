@@ -215,6 +215,41 @@ def apply_gain(displacement: np.ndarray, gain: np.ndarray | None) -> np.ndarray:
 # the identity's calibration (stored next to its renderer)
 
 
+def calibration_inputs(data, ldm, frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """The frames an identity is calibrated on and each emotion's displacement on them.
+
+    Args:
+        data: the identity's :class:`~emogene_cli.preprocess.IdentityData`.
+        ldm: the landmark deformation model.
+        frames: how many; evenly spread over the training frames where a face was tracked.
+
+    Returns:
+        ``(pick [N], displacement [E, N, 68, 3])``: frame indices and, per emotion of
+        :data:`~emogene_cli.emotions.EMOTIONS`, the LDM's displacement for those frames' motion
+        (inter-ocular units; zeros for neutral).
+
+    Raises:
+        ValueError: no training frame had a face.
+    """
+    import torch
+
+    from .emotions import EMOTIONS
+    from .fit_renderer import split_frames
+
+    train_idx, _ = split_frames(len(data.motion))
+    train_idx = train_idx[data.face_found[train_idx]]
+    if len(train_idx) == 0:
+        raise ValueError("no face tracked in the identity's training frames")
+    pick = train_idx[np.linspace(0, len(train_idx) - 1, num=min(frames, len(train_idx))).astype(int)]
+    neutral = EMOTIONS.index("neutral")
+    dev = next(ldm.parameters()).device
+    with torch.inference_mode():
+        motion = torch.from_numpy(data.motion[pick]).float().to(dev)
+        disp = np.stack([np.zeros(motion.shape, np.float32) if e == neutral else
+                         ldm(motion, torch.full((len(pick),), e, device=dev)).cpu().numpy() for e in range(len(EMOTIONS))])
+    return pick, disp
+
+
 def tracker_gain_path(store, name: str) -> Path:
     """``identities/NAME/tracker_gain.safetensors``."""
     return store.identity_dir(name) / "tracker_gain.safetensors"
@@ -285,25 +320,16 @@ def calibrate_identity(store, name: str, ldm, *, frames: int = 8, size: int = 25
         NotFoundError: the identity was not preprocessed.
         ValueError: no face tracked in the chosen frames.
     """
-    import torch
-
     from .emotions import EMOTIONS
     from .face import FaceTracker
-    from .fit_renderer import split_frames
     from .geometry import apply_lift
     from .preprocess import load_identity
     from .store import save_artifact
 
     data = load_identity(store, name, size=size)
-    train_idx, _ = split_frames(data.frames)
-    train_idx = train_idx[data.face_found[train_idx]]
-    pick = train_idx[np.linspace(0, len(train_idx) - 1, num=min(frames, len(train_idx))).astype(int)]
+    pick, all_disp = calibration_inputs(data, ldm, frames)
     emotions = [i for i, e in enumerate(EMOTIONS) if e != "neutral"]
-    dev = next(ldm.parameters()).device
-    with torch.inference_mode():
-        neutral = torch.from_numpy(data.motion[pick]).float().to(dev)
-        disp = torch.stack([ldm(neutral, torch.full((len(pick),), e, device=dev)) for e in emotions], 1)
-    disp = disp.cpu().numpy()  # [N, P, 68, 3]
+    disp = all_disp[emotions].transpose(1, 0, 2, 3)  # [N, P, 68, 3]
     lift = ldm.lift.cpu().numpy()
     patterns = apply_lift(disp.reshape(-1, 68, 3), lift).reshape(len(pick), len(emotions), -1, 3)
     region = region_of_landmarks(data.mean_shape, data.iod)
