@@ -37,16 +37,14 @@ from pathlib import Path
 
 import numpy as np
 
+from .tracker_gain import NoFaceError
+
 TARGET_STRENGTH = 1.0  # the real actors' blendshape change (metrics.emotion_strength)
 #: at most this much more motion than the actors': at 1.5, ng's brows in contempt washed out and
 #: the seam under its chin widened; at 1.3 its grid looks as at 1
 GAIN_MAX = 1.3
 CALIBRATION_FRAMES = 8
 VERSION = "2"
-
-
-class NoFaceError(ValueError):
-    """No face was found where the calibration needs one (the identity's frames or its neutral renders)."""
 
 
 @dataclass
@@ -192,10 +190,7 @@ def calibrate_emotion_gain(store, name: str, speaker, ldm, *, frames: int | None
 
     size = speaker.renderer.config.resolution
     data = load_identity(store, name, size=size, with_images=False)
-    try:
-        pick, disp = calibration_inputs(data, ldm, frames or CALIBRATION_FRAMES)
-    except ValueError as exc:
-        raise NoFaceError(f"{name}: {exc}") from exc
+    pick, disp = calibration_inputs(data, ldm, frames or CALIBRATION_FRAMES)
     base = data.motion[pick].astype(np.float32)
     poses = data.poses[pick]
     real = ldm.real_blendshape_change.cpu().numpy()

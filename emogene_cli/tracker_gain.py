@@ -51,6 +51,12 @@ MIN_MOTION_PX = 0.5  # a region moved less than this (RMS over patterns) keeps g
 VERSION = "1"
 
 
+class NoFaceError(ValueError):
+    """No face where a calibration needs one (the identity's frames or its renders); the
+    emotion is then rendered uncalibrated (:func:`identity_tracker_gain`,
+    :func:`emogene_cli.emotion_gain.identity_emotion_gain`)."""
+
+
 @dataclass
 class TrackerGain:
     """Measured tracker gain.
@@ -159,7 +165,7 @@ def measure_tracker_gain(
         or whose warps were never tracked keeps gain 1; gains are clipped to ``GAIN_RANGE``.
 
     Raises:
-        ValueError: no frame where the unwarped face is tracked.
+        NoFaceError: no frame where the unwarped face is tracked.
     """
     names = list(REGIONS68)
     num = np.zeros((len(names), 2))
@@ -192,7 +198,7 @@ def measure_tracker_gain(
                 den[k] += (applied[sel] ** 2).sum(0)
                 count[k] += sel.sum()
     if used == 0:
-        raise ValueError("no face tracked in the calibration frames")
+        raise NoFaceError("no face tracked in the calibration frames")
     gains = np.ones((len(names), 2))
     rms = np.sqrt(den / np.maximum(count, 1)[:, None])
     ok = rms >= MIN_MOTION_PX
@@ -229,7 +235,7 @@ def calibration_inputs(data, ldm, frames: int) -> tuple[np.ndarray, np.ndarray]:
         (inter-ocular units; zeros for neutral).
 
     Raises:
-        ValueError: no training frame had a face.
+        NoFaceError: no training frame had a face.
     """
     import torch
 
@@ -239,7 +245,7 @@ def calibration_inputs(data, ldm, frames: int) -> tuple[np.ndarray, np.ndarray]:
     train_idx, _ = split_frames(len(data.motion))
     train_idx = train_idx[data.face_found[train_idx]]
     if len(train_idx) == 0:
-        raise ValueError("no face tracked in the identity's training frames")
+        raise NoFaceError("no face tracked in the identity's training frames")
     pick = train_idx[np.linspace(0, len(train_idx) - 1, num=min(frames, len(train_idx))).astype(int)]
     neutral = EMOTIONS.index("neutral")
     dev = next(ldm.parameters()).device
@@ -302,7 +308,7 @@ def identity_tracker_gain(store, name: str, ldm, *, size: int = 256, progress: C
         on_measure()
     try:
         return calibrate_identity(store, name, ldm, size=size, progress=progress).per_landmark
-    except ValueError:
+    except NoFaceError:
         return None
 
 
@@ -318,7 +324,7 @@ def calibrate_identity(store, name: str, ldm, *, frames: int = 8, size: int = 25
 
     Raises:
         NotFoundError: the identity was not preprocessed.
-        ValueError: no face tracked in the chosen frames.
+        NoFaceError: no face tracked in the chosen frames.
     """
     from .emotions import EMOTIONS
     from .face import FaceTracker
