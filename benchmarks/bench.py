@@ -69,7 +69,7 @@ def _peaks(device: str) -> dict[str, float]:
 
 def stage_preprocess(home: str, video: str, name: str, size: int, features: str, device: str, threads: int | None) -> dict:
     _setup_child(threads)
-    from emogene_cli.preprocess import preprocess_video
+    from emogene_cli.pipelines.preprocess import preprocess_video
     from emogene_cli.store import Store
 
     t0 = time.perf_counter()
@@ -81,7 +81,7 @@ def stage_preprocess(home: str, video: str, name: str, size: int, features: str,
 
 def stage_fit(home: str, name: str, preset: str, device: str, threads: int | None) -> dict:
     _setup_child(threads)
-    from emogene_cli.fit import fit_identity
+    from emogene_cli.pipelines.fit import fit_identity
     from emogene_cli.store import Store
 
     t0 = time.perf_counter()
@@ -93,7 +93,7 @@ def stage_fit(home: str, name: str, preset: str, device: str, threads: int | Non
 
 def stage_speak(home: str, name: str, audio: str, out: str, device: str, threads: int | None) -> dict:
     _setup_child(threads)
-    from emogene_cli.speak import speak
+    from emogene_cli.pipelines.speak import speak
     from emogene_cli.store import Store
 
     store = Store(home)
@@ -120,9 +120,9 @@ def stage_render(home: str, name: str, resolution: int, which: str, device: str,
     import numpy as np
     import torch
 
+    from emogene_cli.dataset import load_identity
     from emogene_cli.geometry import dense_motion
     from emogene_cli.models.renderer import RendererConfig, TalkingHeadRenderer, expression_features
-    from emogene_cli.preprocess import load_identity
     from emogene_cli.store import Store
 
     store = Store(home)

@@ -16,13 +16,16 @@ import numpy as np
 import pytest
 
 from emogene_cli import audio as audio_mod
-from emogene_cli.a2m_data import (AugmentConfig, ClipData, FeatureExtractor, TalkingClip, add_variants_arrays, augment_clip,
-                                  people_folds, person_from_stem, scan_talking, split_people)
 from emogene_cli.errors import InputError, MismatchError
 from emogene_cli.models.a2m import A2MConfig, AudioToMotionVAE
+from emogene_cli.motion.corpus import (
+    AugmentConfig, ClipData, FeatureExtractor, TalkingClip, add_variants_arrays, augment_clip, people_folds, person_from_stem,
+    scan_talking, split_people,
+)
+from emogene_cli.motion.training import (
+    A2MTraining, Utterance, a2m_heldout, load_a2m, predict_motion, save_a2m, speaker_normalise, train_a2m_clips,
+)
 from emogene_cli.store import Store, save_artifact, save_model
-from emogene_cli.train_a2m import (A2MTraining, Utterance, a2m_heldout, load_a2m, predict_motion, save_a2m,
-                                   speaker_normalise, train_a2m_clips)
 
 from .conftest import DATA, MODELS
 
@@ -261,8 +264,8 @@ def test_heldout_stretch_is_at_least_five_seconds_where_the_clip_allows():
 
 def test_30fps_video_gives_25fps_motion_of_the_right_length(tmp_path, model_env):
     """A 3 s cut of a real 30 fps clip: 75 frames of motion, 150 feature rows; cached the second time."""
-    from emogene_cli.a2m_data import TalkingClip, load_clip
     from emogene_cli.media import ffmpeg_exe, probe
+    from emogene_cli.motion.corpus import TalkingClip, load_clip
 
     src = DATA / "talking" / "li_clip3_7s.mp4"
     cut = tmp_path / "li_clip9_3s.mp4"
@@ -295,7 +298,7 @@ def test_finetune_without_a_generic_model_is_a_one_line_error(tmp_path):
 
 
 def _clip_data(name: str, person: str, feats: np.ndarray, f0: np.ndarray, motion: np.ndarray, audio: np.ndarray):
-    from emogene_cli.a2m_data import ClipData, TalkingClip
+    from emogene_cli.motion.corpus import ClipData, TalkingClip
 
     T = len(motion)
     return ClipData(clip=TalkingClip(Path(f"/nowhere/{name}.mp4"), person), motion=motion, features=feats, f0=f0, audio=audio,
@@ -304,8 +307,8 @@ def _clip_data(name: str, person: str, feats: np.ndarray, f0: np.ndarray, motion
 
 
 def test_sync_offsets_find_a_clip_whose_mouth_moves_early_and_shift_clip_realigns_it():
-    from emogene_cli.a2m_data import shift_clip
-    from emogene_cli.generic_a2m import sync_offsets
+    from emogene_cli.motion.corpus import shift_clip
+    from emogene_cli.motion.generic import sync_offsets
 
     rng = np.random.default_rng(3)
     extractor = FeatureExtractor("mel")
@@ -344,8 +347,8 @@ def synthetic_clip(name: str, rng: np.random.Generator, f0_hz: float, formant: f
 
 
 def test_cross_validation_scores_every_person_with_a_model_that_never_heard_them(tmp_path, monkeypatch):
-    from emogene_cli import generic_a2m
-    from emogene_cli.generic_a2m import GenericPreset, cross_validate
+    from emogene_cli.motion import generic as generic_a2m
+    from emogene_cli.motion.generic import GenericPreset, cross_validate
 
     trained_on = []
     fit = generic_a2m._fit_generic
@@ -388,7 +391,7 @@ def test_train_a2m_prints_the_cross_validation_per_person_and_its_mean(monkeypat
 
 
 def test_an_interrupted_cross_validation_keeps_the_saved_model(tmp_path, monkeypatch):
-    from emogene_cli import generic_a2m
+    from emogene_cli.motion import generic as generic_a2m
 
     rng = np.random.default_rng(1)
     voices = {"ann": (110.0, 700.0, 0.3), "bob": (150.0, 900.0, 0.2), "cid": (210.0, 1200.0, 0.1)}

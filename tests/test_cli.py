@@ -107,7 +107,7 @@ def test_emotion_reaches_the_face(chain):
     # and the neutral emotion leaves the face alone
     np.testing.assert_array_equal(ldm.deform(neutral, EMOTIONS.index("neutral")).numpy(), base)
     # the real actors' blendshape change (the yardstick of evaluate's emotion strength): they smile when happy
-    from emogene_cli.face import BLENDSHAPE_NAMES
+    from emogene_cli.face.tracking import BLENDSHAPE_NAMES
     from emogene_cli.geometry import LM68_FROM_LM478, apply_lift
 
     real = ldm.real_blendshape_change.numpy()

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from emogene_cli import geometry
-from emogene_cli.fit_renderer import train_renderer
 from emogene_cli.models.renderer import LandmarkDeformation, RendererConfig, head_box
+from emogene_cli.render.fitting import train_renderer
 
 
 @pytest.fixture(autouse=True, scope="module")

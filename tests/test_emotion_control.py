@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from emogene_cli.emotion_control import (
-    clip_track, constant_weights, describe_blend, is_all, load_track, max_frame_step, one_hot_weights, parse_blend,
-    smoothstep, track_weights, with_gaps,
+from emogene_cli.emotion.control import (
+    clip_track, constant_weights, describe_blend, is_all, load_track, max_frame_step, one_hot_weights, parse_blend, smoothstep,
+    track_weights, with_gaps,
 )
 from emogene_cli.emotions import EMOTIONS
 from emogene_cli.errors import EmogeneError, NotFoundError
@@ -258,7 +258,7 @@ def test_eased_track_moves_the_displacement_smoothly(ldm, tmp_path):
 
 
 def test_compose_grid_places_and_labels_each_tile():
-    from emogene_cli.speak import compose_grid
+    from emogene_cli.render.frames import compose_grid
 
     tiles = [np.full((64, 48, 3), 60 + 20 * i, np.uint8) for i in range(8)]
     grid = compose_grid(tiles, list(EMOTIONS))

@@ -1,4 +1,4 @@
-"""Emotion-strength calibration (:mod:`emogene_cli.emotion_gain`)."""
+"""Emotion-strength calibration (:mod:`emogene_cli.emotion.gain`)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import types
 import numpy as np
 import pytest
 
-from emogene_cli.emotion_gain import GAIN_MAX, measure_emotion_gain, solve_gain
+from emogene_cli.emotion.gain import GAIN_MAX, measure_emotion_gain, solve_gain
 
 
 def test_solve_gain_interpolates_and_only_ever_strengthens():
@@ -81,9 +81,9 @@ def test_speak_scales_each_emotion_by_its_gain():
     import torch
 
     from emogene_cli import geometry
+    from emogene_cli.emotion.motion_to_emotion import emotional_motion
     from emogene_cli.emotions import EMOTIONS
     from emogene_cli.models.ldm import LandmarkDeformationModel, LDMConfig
-    from emogene_cli.speak import emotional_motion
 
     rng = np.random.default_rng(0)
     T = 20
@@ -115,7 +115,7 @@ def test_a_stored_calibration_is_used_until_the_renderer_the_ldm_the_tracker_gai
     tracker gain or another cap measures again."""
     import torch
 
-    from emogene_cli import emotion_gain as eg
+    from emogene_cli.emotion import gain as eg
     from emogene_cli.store import Store, save_artifact
 
     store = Store(tmp_path)

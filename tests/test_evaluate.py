@@ -24,9 +24,9 @@ def fitted_may(tmp_path_factory):
     need_shared()
     import torch
 
-    from emogene_cli.fit import fit_identity
     from emogene_cli.models.ldm import LandmarkDeformationModel, LDMConfig
-    from emogene_cli.preprocess import preprocess_video
+    from emogene_cli.pipelines.fit import fit_identity
+    from emogene_cli.pipelines.preprocess import preprocess_video
     from emogene_cli.store import Store, save_model
 
     with pytest.MonkeyPatch.context() as mp:
@@ -43,7 +43,7 @@ def fitted_may(tmp_path_factory):
 @pytest.fixture(scope="module")
 def evaluated(fitted_may, tmp_path_factory):
     """One evaluation (two emotions, 1 s each) shared by the tests that read its outputs."""
-    from emogene_cli.evaluate import evaluate_identity
+    from emogene_cli.pipelines.evaluate import evaluate_identity
 
     out = tmp_path_factory.mktemp("evalout")
     calls = []
@@ -116,7 +116,7 @@ def test_evaluate_report_is_self_contained_html(evaluated):
 
 
 def test_frame_grid_layout():
-    from emogene_cli.evaluate import PANEL, frame_grid
+    from emogene_cli.evaluation.report import PANEL, frame_grid
 
     frames = np.zeros((13, 64, 64, 3), np.uint8)
     lm = np.full((13, 68, 3), 32.0)
@@ -148,9 +148,9 @@ def test_emotion_measurement_sees_a_real_smile(model_env, tmp_path):
     """The blendshape measurement on real MEAD video: happy smiles more than neutral, even at 64 px."""
     import cv2
 
-    from emogene_cli import media, metrics
-    from emogene_cli.evaluate import redetect
-    from emogene_cli.face import BLENDSHAPE_NAMES
+    from emogene_cli import media
+    from emogene_cli.evaluation import metrics
+    from emogene_cli.face.tracking import BLENDSHAPE_NAMES, redetect
     from emogene_cli.store import Store
 
     means = {}
@@ -170,8 +170,8 @@ def preprocessed_only(fitted_may, tmp_path_factory):
     import shutil
 
     from emogene_cli.models.a2m import A2MConfig
+    from emogene_cli.motion.training import A2MTraining, Utterance, save_a2m, train_a2m_clips
     from emogene_cli.store import Store, load_artifact
-    from emogene_cli.train_a2m import A2MTraining, Utterance, save_a2m, train_a2m_clips
 
     store = Store(tmp_path_factory.mktemp("prestore"))
     src = fitted_may.identity_dir("may")
@@ -190,7 +190,7 @@ def test_preprocessed_only_identity_gets_lipsync_from_the_generic_model(preproce
     import time
 
     from emogene_cli.cli import main
-    from emogene_cli.evaluate import evaluate_identity
+    from emogene_cli.pipelines.evaluate import evaluate_identity
 
     start = time.perf_counter()
     result = evaluate_identity("may", store=preprocessed_only, json_path=tmp_path / "e.json", report_path=tmp_path / "e.html")
@@ -233,10 +233,12 @@ def test_emotion_gain_calibration_on_a_fitted_identity(fitted_may, monkeypatch):
     without a real change 1); a second call loads them without measuring."""
     import torch
 
-    from emogene_cli import emotion_gain as eg
+    from emogene_cli.emotion import gain as eg
+    from emogene_cli.emotion.gain import attach_calibration
+    from emogene_cli.emotion.motion_to_emotion import load_ldm
     from emogene_cli.emotions import EMOTIONS
-    from emogene_cli.face import BLENDSHAPE_NAMES
-    from emogene_cli.speak import attach_calibration, load_ldm, load_speaker
+    from emogene_cli.face.tracking import BLENDSHAPE_NAMES
+    from emogene_cli.render.speaker import load_speaker
     from emogene_cli.store import load_artifact
 
     monkeypatch.setenv("EMOGENE_MODEL_DIR", str(MODELS))
@@ -263,9 +265,9 @@ def test_emotion_gain_calibration_on_a_fitted_identity(fitted_may, monkeypatch):
 
 def test_fit_ends_by_calibrating_when_the_store_has_an_ldm(fitted_may, monkeypatch):
     """fit-identity's last step: with an LDM in the store, both gains are measured (or loaded) and their files returned."""
-    from emogene_cli.emotion_gain import emotion_gain_path
-    from emogene_cli.fit import _calibrate
-    from emogene_cli.tracker_gain import tracker_gain_path
+    from emogene_cli.emotion.gain import emotion_gain_path
+    from emogene_cli.emotion.tracker_gain import tracker_gain_path
+    from emogene_cli.pipelines.fit import _calibrate
 
     monkeypatch.setenv("EMOGENE_MODEL_DIR", str(MODELS))
     paths = _calibrate(fitted_may, "may", "cpu", None)

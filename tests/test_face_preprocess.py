@@ -15,20 +15,13 @@ import numpy as np
 import pytest
 
 from emogene_cli import media, modelfiles
+from emogene_cli.dataset import load_identity
 from emogene_cli.errors import EmogeneError, InputError, NotFoundError
-from emogene_cli.face import BLENDSHAPE_NAMES, FaceTracker, PersonSegmenter, fill_missing, track_frames
+from emogene_cli.face.crop import choose_crop_box
+from emogene_cli.face.masks import LABEL_BACKGROUND, LABEL_HEAD, LABEL_TORSO, background_plate, crop_valid_mask, split_head_torso
+from emogene_cli.face.tracking import BLENDSHAPE_NAMES, FaceTracker, PersonSegmenter, fill_missing, track_frames
 from emogene_cli.modelfiles import resolve_model_file
-from emogene_cli.preprocess import (
-    LABEL_BACKGROUND,
-    LABEL_HEAD,
-    LABEL_TORSO,
-    background_plate,
-    choose_crop_box,
-    crop_valid_mask,
-    load_identity,
-    preprocess_video,
-    split_head_torso,
-)
+from emogene_cli.pipelines.preprocess import preprocess_video
 from emogene_cli.store import Store
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"

@@ -125,7 +125,7 @@ def test_notes_are_kept_only_while_recording():
 
 
 def test_renderer_interrupted_checkpoints_that_step_and_resume_gives_the_same_model(tmp_path):
-    from emogene_cli.fit_renderer import train_renderer
+    from emogene_cli.render.fitting import train_renderer
 
     data = _disc_clip()
     cfg = _cfg(steps=30, checkpoint_every=25, occupancy_warmup=16, occupancy_every=8)
@@ -161,7 +161,7 @@ def _a2m_data():
 
 def test_a2m_interrupted_checkpoints_that_step_and_resume_gives_the_same_model(tmp_path):
     from emogene_cli.models.a2m import A2MConfig
-    from emogene_cli.train_a2m import A2MTraining, train_a2m
+    from emogene_cli.motion.training import A2MTraining, train_a2m
 
     feats, f0, motion, n_train = _a2m_data()
     cfg = A2MConfig.preset("tiny", audio_dim=8)
@@ -186,7 +186,7 @@ def test_a2m_interrupted_checkpoints_that_step_and_resume_gives_the_same_model(t
 
 def test_a2m_checkpoint_step_is_the_interrupted_one(tmp_path):
     from emogene_cli.models.a2m import A2MConfig
-    from emogene_cli.train_a2m import A2MTraining, train_a2m
+    from emogene_cli.motion.training import A2MTraining, train_a2m
 
     feats, f0, motion, n_train = _a2m_data()
 
@@ -221,7 +221,7 @@ def stills(tmp_path_factory):
 @pytest.mark.parametrize("name", ["face.png", "face.jpg", "renamed.mp4"])
 def test_an_image_is_named_as_such(stills, name, tmp_path):
     from emogene_cli import media
-    from emogene_cli.preprocess import preprocess_video
+    from emogene_cli.pipelines.preprocess import preprocess_video
     from emogene_cli.store import Store
 
     assert media.probe(stills / name).is_image
@@ -246,7 +246,7 @@ def test_videos_and_audio_are_not_images():
 
 def test_audio_given_to_preprocess_points_to_speak(tmp_path):
     need_shared()
-    from emogene_cli.preprocess import preprocess_video
+    from emogene_cli.pipelines.preprocess import preprocess_video
     from emogene_cli.store import Store
 
     with pytest.raises(InputError) as info:
@@ -297,7 +297,8 @@ def may_home(tmp_path_factory):
 # child itself at a chosen step: Ctrl-C at an exact step, through the real signal path.
 _CTRL_C_AT = textwrap.dedent("""
     import os, signal, sys
-    from emogene_cli import cli, fit
+    from emogene_cli import cli
+    from emogene_cli.pipelines import fit
     stop_at, train = int(sys.argv[1]), fit.train_renderer
     def train_with_ctrl_c(*args, progress, **kwargs):
         def progress_then_ctrl_c(step, total, info):
@@ -366,7 +367,7 @@ def test_cli_sigterm_from_outside_and_nothing_written(may_home, tmp_path):
     # stopped while loading, before anything was trained: nothing written, nothing to continue
     shutil.rmtree(ckpt.parent)
     before = sorted(p.relative_to(home) for p in home.rglob("*"))
-    child = subprocess.Popen([sys.executable, "-c", "import sys, os, signal; from emogene_cli import cli, fit\n"
+    child = subprocess.Popen([sys.executable, "-c", "import sys, os, signal; from emogene_cli import cli; from emogene_cli.pipelines import fit\n"
                               "fit.load_identity = lambda *a, **k: os.kill(os.getpid(), signal.SIGINT)\n"
                               "sys.exit(cli.main(sys.argv[1:]))", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True, env=_env())

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from emogene_cli import metrics
 from emogene_cli.emotions import EMOTIONS
-from emogene_cli.face import BLENDSHAPE_NAMES
+from emogene_cli.evaluation import metrics
+from emogene_cli.face.tracking import BLENDSHAPE_NAMES
 from emogene_cli.geometry import LM68_MOUTH, compose_pose
 
 

@@ -6,8 +6,8 @@ from emogene_cli.emotions import parse_emotion
 from emogene_cli.errors import EmogeneError, MismatchError, NotFoundError
 from emogene_cli.models.a2m import A2MConfig, AudioToMotionVAE
 from emogene_cli.models.ldm import LandmarkDeformationModel, LDMConfig
+from emogene_cli.motion.training import A2MTraining, motion_errors, predict_motion, train_a2m
 from emogene_cli.store import load_artifact, load_model, save_artifact, save_model, validate_name
-from emogene_cli.train_a2m import A2MTraining, motion_errors, predict_motion, train_a2m
 
 
 def test_emotion_names_and_aliases():

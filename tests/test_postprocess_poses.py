@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from emogene_cli import postprocess as pp
 from emogene_cli.geometry import LM68_UPPER_LID, compose_pose
-from emogene_cli.poses import find_idle_segments, pose_speed, sample_poses
+from emogene_cli.motion import postprocessing as pp
+from emogene_cli.motion.poses import find_idle_segments, pose_speed, sample_poses
 
 
 def test_lle_weights_sum_to_one_and_reconstruct_points_in_the_span():

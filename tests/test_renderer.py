@@ -12,18 +12,12 @@ import pytest
 import torch
 
 from emogene_cli import geometry
+from emogene_cli.dataset import heldout_frames, split_frames
 from emogene_cli.errors import MismatchError
-from emogene_cli.fit_renderer import evaluate_renderer, heldout_frames, split_frames, train_renderer
 from emogene_cli.models.renderer import (
-    RendererConfig,
-    TalkingHeadRenderer,
-    composite,
-    generate_rays,
-    head_box,
-    intersect_aabb,
-    sample_stratified,
-    volume_render,
+    RendererConfig, TalkingHeadRenderer, composite, generate_rays, head_box, intersect_aabb, sample_stratified, volume_render,
 )
+from emogene_cli.render.fitting import evaluate_renderer, train_renderer
 from emogene_cli.store import save_artifact
 
 

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from emogene_cli.tracker_gain import (
+from emogene_cli.emotion.tracker_gain import (
     REGIONS68, apply_gain, blend_field, measure_tracker_gain, region_of_landmarks, warp_by_landmarks,
 )
 
@@ -113,9 +113,9 @@ def test_speak_divides_the_emotion_by_the_gain_and_keeps_the_emotion_out_of_the_
     import torch
 
     from emogene_cli import geometry
+    from emogene_cli.emotion.motion_to_emotion import CODE_FROM_NEUTRAL_68, emotional_motion
     from emogene_cli.emotions import EMOTIONS
-    from emogene_cli.models.ldm import LDMConfig, LandmarkDeformationModel
-    from emogene_cli.speak import CODE_FROM_NEUTRAL_68, emotional_motion
+    from emogene_cli.models.ldm import LandmarkDeformationModel, LDMConfig
 
     rng = np.random.default_rng(0)
     T = 30
@@ -157,7 +157,7 @@ def test_a_stored_gain_is_used_until_the_ldm_the_dataset_or_the_size_changes(tmp
 
     import torch
 
-    from emogene_cli import tracker_gain as tg
+    from emogene_cli.emotion import tracker_gain as tg
     from emogene_cli.store import Store, save_artifact
 
     store = Store(tmp_path)

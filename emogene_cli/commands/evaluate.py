@@ -73,7 +73,8 @@ def evaluate_command(
     correlation, the emotion strength per emotion (rendered blendshape change projected on the
     real MEAD actors' change; 1.0 = a real actor) and idle head-pose velocity/acceleration.
     """
-    from ..evaluate import PAPER_REFERENCE, evaluate_identity
+    from ..evaluation import PAPER_REFERENCE
+    from ..pipelines.evaluate import evaluate_identity
 
     store = get_store(ctx)
     dev = resolve_device(device)

@@ -39,7 +39,7 @@ def fit_identity_command(
     store has one) holds out the last max(10%, 5 s) and reports its lip sync there.
     Ctrl-C saves a checkpoint at the current step; --resume continues.
     """
-    from ..fit import fit_identity
+    from ..pipelines.fit import fit_identity
 
     store = get_store(ctx)
     dev = resolve_device(device)

@@ -33,7 +33,7 @@ def preprocess_command(
     head pose per frame, splits the person into head and torso, builds the background plate and
     extracts HuBERT or log-mel + f0 audio features. The video needs a speech audio track.
     """
-    from ..preprocess import preprocess_video
+    from ..pipelines.preprocess import preprocess_video
 
     store = get_store(ctx)
     dev = resolve_device(device)

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from ..emotion_control import TrackRow, with_gaps
+from ..emotion import TrackRow, with_gaps
 from ..emotions import EMOTIONS
 from ._common import Device, console, data_table, get_store, print_warnings, progress_bars, resolve_device, summary_table
 
@@ -43,7 +43,7 @@ def speak_command(
     a blend or a track over time) -> LLE projection, lip refinement, One-Euro smoothing -> head
     poses, idle where silent -> NeRF rendering -> H.264 + AAC.
     """
-    from ..speak import speak
+    from ..pipelines.speak import speak
 
     store = get_store(ctx)
     dev = resolve_device(device)

@@ -51,8 +51,7 @@ def train_a2m_command(
     voice-changing augmentation, and prints each held-out person's mouth-opening correlation
     and M-LMD next to a person-only model's. fit-identity then fine-tunes it per person.
     """
-    from ..a2m_data import AugmentConfig
-    from ..generic_a2m import train_generic_a2m
+    from ..motion import AugmentConfig, train_generic_a2m
 
     store = get_store(ctx)
     dev = resolve_device(device)

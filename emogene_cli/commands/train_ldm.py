@@ -24,7 +24,7 @@ def train_ldm_command(
     same actor's neutral clip of the same sentence, aligns them by dynamic time warping on the
     mouth, trains, saves [bold]models/ldm.safetensors[/bold] and prints per-emotion validation error.
     """
-    from ..train_ldm import train_ldm
+    from ..emotion import train_ldm
 
     store = get_store(ctx)
     dev = resolve_device(device)

@@ -15,7 +15,7 @@ Audio features run at 50 Hz (2 per video frame); motion at 25 fps in inter-ocula
 
 Speaker normalisation (``input_norm``): models made by ``train-a2m`` and ``fit-identity``
 (``"utterance"``) expect their inputs normalised per utterance by
-:func:`emogene_cli.train_a2m.speaker_normalise`:
+:func:`emogene_cli.motion.training.speaker_normalise`:
 features with cepstral mean and variance normalisation over the utterance, and f0 divided by
 the utterance's median voiced f0 (the model turns that into octaves, so a pitch-shifted
 voice gives the same input). Older models (``"none"``, the default when a saved config does

@@ -5,11 +5,11 @@ Usage::
     report = train_generic_a2m([Path("talking/")], store=Store(), epochs=400)
     report.validation["noem"]["mouth_open_corr"], report.path      # models/a2m.safetensors
 
-Steps: find the clips and their people (:func:`emogene_cli.a2m_data.scan_talking`); extract
+Steps: find the clips and their people (:func:`emogene_cli.motion.scan_talking`); extract
 landmarks and audio features (cached in the store); hold out whole people
-(leave-identity-out: :func:`emogene_cli.a2m_data.split_people`); add voice-changing
+(leave-identity-out: :func:`emogene_cli.motion.corpus.split_people`); add voice-changing
 augmented copies of every training clip; train the VAE with speaker-normalised inputs
-(:func:`emogene_cli.train_a2m.train_a2m_clips`); measure on the held-out people's clips the
+(:func:`emogene_cli.motion.training.train_a2m_clips`); measure on the held-out people's clips the
 mouth-opening correlation (Pearson r at lag 0 between predicted and tracked inner-lip
 opening, and the best lag within ±10 frames) and M-LMD, next to a person-only baseline: the
 same VAE trained the old way (one person, raw inputs, no augmentation) on the training
@@ -26,13 +26,16 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from . import geometry, metrics
-from .a2m_data import (AugmentConfig, ClipData, FeatureExtractor, add_variants, default_val_count, load_clip,
-                       mouth_open, people_folds, scan_talking, shift_clip, split_people)
-from .errors import InputError
-from .models.a2m import A2MConfig, AudioToMotionVAE
-from .store import Store
-from .train_a2m import A2MTraining, Utterance, predict_motion, save_a2m, train_a2m_clips
+from .. import geometry
+from ..errors import InputError
+from ..evaluation import metrics
+from ..models.a2m import A2MConfig, AudioToMotionVAE
+from ..store import Store
+from .corpus import (
+    AugmentConfig, ClipData, FeatureExtractor, add_variants, default_val_count, load_clip, mouth_open, people_folds, scan_talking,
+    shift_clip, split_people,
+)
+from .training import A2MTraining, Utterance, predict_motion, save_a2m, train_a2m_clips
 
 Progress = Callable[..., None]
 MAX_LAG = 10  # frames searched for the best lag (±0.4 s)
@@ -66,7 +69,7 @@ class GenericPreset:
             "full": cls("full", 256, 16, 4, 32, 64, 5e-4, 0.5, 100),
         }
         if name not in presets:
-            from .errors import EmogeneError
+            from ..errors import EmogeneError
 
             raise EmogeneError(f"unknown preset {name!r}; choose one of: {', '.join(presets)}", path="--preset")
         return presets[name]
@@ -107,7 +110,7 @@ def sync_offsets(clips: Sequence[ClipData], max_lag: int = 4, min_gain: float = 
     """Audio-video offset of each clip against the other people's consensus, in frames (25 fps).
 
     For each person, a ridge regression (scikit-learn) from speaker-normalised audio features
-    (:func:`~emogene_cli.train_a2m.speaker_normalise`, averaged to 25 Hz, with ±3 frames of
+    (:func:`~emogene_cli.motion.training.speaker_normalise`, averaged to 25 Hz, with ±3 frames of
     context) to the clip's z-scored mouth opening is fitted on the *other* people's clips and
     run on this person's. The lag within ``±max_lag`` at which its prediction correlates best
     with the tracked opening is the clip's offset (positive: the mouth moves that many frames
@@ -120,7 +123,7 @@ def sync_offsets(clips: Sequence[ClipData], max_lag: int = 4, min_gain: float = 
     Returns:
         ``{clip key: {"offset": k, "corr0": r at lag 0, "corr": r once moved}}``; empty with fewer than 2 people.
     """
-    from .a2m_data import shift_clip
+    from .corpus import shift_clip
 
     if len({c.person for c in clips}) < 2:
         return {}
@@ -149,7 +152,7 @@ def _offsets_once(clips: Sequence[ClipData], max_lag: int, min_gain: float, alph
     """One pass of :func:`sync_offsets`: ``{clip key: (offset, r at lag 0, r at the offset)}``."""
     from sklearn.linear_model import Ridge
 
-    from .train_a2m import speaker_normalise
+    from .training import speaker_normalise
 
     context = 3 if clips[0].features.shape[1] <= 256 else 1
 
@@ -280,7 +283,7 @@ def cross_validate(data: Sequence[ClipData], folds: Sequence[Sequence[str]], cfg
                    device: str = "cpu", seed: int = 0, progress: Progress | None = None) -> dict[str, Any]:
     """k-fold leave-identity-out validation: every person scored by a model that never heard them.
 
-    For each group of people in ``folds`` (see :func:`emogene_cli.a2m_data.people_folds`), the
+    For each group of people in ``folds`` (see :func:`emogene_cli.motion.corpus.people_folds`), the
     generic VAE is trained exactly as ``train-a2m`` trains it (sync alignment, augmentation,
     the same preset and epochs) on everyone else, and each held-out person's clips are scored
     with :func:`score_clip` (mouth-opening r at lag 0, best lag within ±10 frames, M-LMD).
@@ -336,7 +339,7 @@ def train_generic_a2m(
     """Extract (cached), split by person, augment, train, validate and save ``models/a2m.safetensors``.
 
     Args:
-        inputs: videos or folders of videos (see :func:`emogene_cli.a2m_data.scan_talking` for who is who).
+        inputs: videos or folders of videos (see :func:`emogene_cli.motion.scan_talking` for who is who).
         epochs: passes over the training frames (default: the preset's); one step sees
             ``batch × window`` frames.
         val_people: how many people to hold out, or their names (default 2 of 4 or more people).
@@ -473,7 +476,7 @@ def validation_clips(store: Store, metadata: dict[str, str]) -> list[ClipData]:
         extractor = FeatureExtractor.create(kind, store=store)
     except Exception:
         return out  # HuBERT weights not here: cannot compute the clips' features
-    from .a2m_data import TalkingClip, person_from_stem
+    from .corpus import TalkingClip, person_from_stem
 
     for p in paths:
         if not p.is_file():

@@ -26,16 +26,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import InputError, MismatchError
-from .interrupt import held, interruptible, note_kept
-from .metrics import psnr, psnr_from_mse, ssim
-from .geometry import dense_motion
-from .models.renderer import RendererConfig, TalkingHeadRenderer, distortion_loss, expression_features
-from .store import atomic_write_bytes, load_artifact, save_artifact
+from ..dataset import split_frames
+from ..errors import InputError, MismatchError
+from ..evaluation import psnr, psnr_from_mse, ssim
+from ..geometry import dense_motion
+from ..interrupt import held, interruptible, note_kept
+from ..models.renderer import RendererConfig, TalkingHeadRenderer, distortion_loss, expression_features
+from ..store import atomic_write_bytes, load_artifact, save_artifact
 
-__all__ = ["RendererData", "evaluate_renderer", "heldout_frames", "split_frames", "train_renderer"]
+__all__ = ["RendererData", "evaluate_renderer", "train_renderer"]
 
-TRAIN_FRACTION = 0.9
 CHECKPOINT_KIND = "emogene-renderer-checkpoint"
 
 
@@ -56,17 +56,6 @@ class RendererData(Protocol):
     canonical: np.ndarray
     mean_shape: np.ndarray
     iod: float
-
-
-def split_frames(n_frames: int) -> tuple[np.ndarray, np.ndarray]:
-    """Training frames ``0 .. n_train - 1`` and held-out frames ``n_train .. T - 1``, ``n_train = int(0.9 T)``."""
-    n_train = int(TRAIN_FRACTION * n_frames)
-    return np.arange(n_train), np.arange(n_train, n_frames)
-
-
-def heldout_frames(n_frames: int) -> np.ndarray:
-    """The held-out frame indices (the last 10 %), see :func:`split_frames`."""
-    return split_frames(n_frames)[1]
 
 
 def _check_data(data: RendererData, config: RendererConfig) -> int:
@@ -387,12 +376,12 @@ def evaluate_renderer(
     Args:
         model: a trained renderer.
         data: see :class:`RendererData` (same resolution as the model).
-        frame_indices: frames to evaluate, normally :func:`heldout_frames`.
+        frame_indices: frames to evaluate, normally :func:`~emogene_cli.dataset.heldout_frames`.
         device: where to render.
 
     Returns:
-        ``psnr`` (dB) and ``ssim`` (0..1), :func:`emogene_cli.metrics.psnr` and
-        :func:`~emogene_cli.metrics.ssim` means over the frames, full frame; ``psnr_per_frame``, ``ssim_per_frame``
+        ``psnr`` (dB) and ``ssim`` (0..1), :func:`emogene_cli.evaluation.psnr` and
+        :func:`~emogene_cli.evaluation.ssim` means over the frames, full frame; ``psnr_per_frame``, ``ssim_per_frame``
         ``[N]``; ``frames [N, H, W, 3]`` uint8 renders; ``frame_indices [N]``.
     """
     idx = np.asarray(frame_indices, dtype=np.int64)

@@ -23,12 +23,12 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import geometry
-from .emotions import ALIASES, EMOTIONS
-from .errors import InputError, NotFoundError
-from .interrupt import note_kept
-from .models.ldm import LandmarkDeformationModel, LDMConfig
-from .store import Store, save_model
+from .. import geometry
+from ..emotions import ALIASES, EMOTIONS
+from ..errors import InputError, NotFoundError
+from ..interrupt import note_kept
+from ..models.ldm import LandmarkDeformationModel, LDMConfig
+from ..store import Store, save_model
 
 Progress = Callable[[str, int, int], None]
 
@@ -74,7 +74,7 @@ def scan_mead(data_dir: str | Path) -> list[MeadClip]:
     return clips
 
 
-def clip_track(clip: MeadClip, store: Store) -> tuple[np.ndarray, np.ndarray]:
+def mead_clip_track(clip: MeadClip, store: Store) -> tuple[np.ndarray, np.ndarray]:
     """``[T, 478, 3]`` landmarks (pixels) and ``[T, 52]`` blendshapes of a clip, cached in ``<store>/models/mead_cache``.
 
     The cache entry (:func:`emogene_cli.face.cached_track`, shared with train-a2m) is reused
@@ -83,7 +83,7 @@ def clip_track(clip: MeadClip, store: Store) -> tuple[np.ndarray, np.ndarray]:
     Raises:
         InputError: a face was found in fewer than half of the frames.
     """
-    from .face import cached_track
+    from ..face import cached_track
 
     track, _ = cached_track(clip.path, store.mead_cache_dir / f"{clip.key}.safetensors", store, producer="train-ldm")
     found = track["found"].astype(bool)
@@ -94,8 +94,8 @@ def clip_track(clip: MeadClip, store: Store) -> tuple[np.ndarray, np.ndarray]:
 
 
 def clip_landmarks(clip: MeadClip, store: Store) -> np.ndarray:
-    """``[T, 478, 3]`` landmarks (pixels) of a clip (:func:`clip_track`, cached)."""
-    return clip_track(clip, store)[0]
+    """``[T, 478, 3]`` landmarks (pixels) of a clip (:func:`mead_clip_track`, cached)."""
+    return mead_clip_track(clip, store)[0]
 
 
 def actor_motions(landmarks: dict[MeadClip, np.ndarray]) -> dict[MeadClip, np.ndarray]:
@@ -249,7 +249,7 @@ def train_ldm(
     for i, clip in enumerate(clips):
         if progress:
             progress("landmarks", i, len(clips))
-        landmarks[clip], blendshapes[clip] = clip_track(clip, store)
+        landmarks[clip], blendshapes[clip] = mead_clip_track(clip, store)
         note_kept("mead", f"landmarks of {i + 1} of {len(clips)} MEAD clips, cached", store.mead_cache_dir, then="rerun")
     if progress:
         progress("landmarks", len(clips), len(clips))

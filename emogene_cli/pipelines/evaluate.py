@@ -6,7 +6,7 @@ Usage::
     result.figures["reconstruction"]["psnr"], result.json_path, result.report_path
 
 Five measurements, all on the identity's held-out frames (the last 10 %, never trained on)
-or on renders made for the purpose (:mod:`emogene_cli.metrics` defines each figure):
+or on renders made for the purpose (:mod:`emogene_cli.evaluation.metrics` defines each figure):
 
 1. reconstruction: render the held-out frames with their ground-truth landmarks and poses;
    PSNR / SSIM over the frame and over the face region (the real frame's landmarks'
@@ -14,12 +14,12 @@ or on renders made for the purpose (:mod:`emogene_cli.metrics` defines each figu
    locally; M-LMD / F-LMD between landmarks re-detected with the same MediaPipe model on
    the rendered and on the real frames, in pixels at the renderer's resolution;
 2. audio-driven: the held-out stretch driven by its own audio (features -> audio-to-motion
-   -> post-processing, :func:`emogene_cli.speak.plan_motion`) and rendered with the
+   -> post-processing, :func:`emogene_cli.pipelines.speak.plan_motion`) and rendered with the
    ground-truth head poses (so that only the face motion differs); M-LMD / F-LMD and the
    lip-sync figure (mouth opening re-detected on the render against the audio's loudness,
    best lag within ±10 frames, and the same for the real video);
    ``lipsync``: the audio-to-motion model's predicted mouth opening against the tracked one on
-   at least 5 s it never trained on (:mod:`emogene_cli.lipsync`); an identity that was only
+   at least 5 s it never trained on (:mod:`emogene_cli.motion.lipsync`); an identity that was only
    preprocessed gets these figures alone, from the generic model;
 3. emotion: a few seconds rendered with each emotion (same audio, poses and seed); per
    emotion, the change of its relevant MediaPipe blendshapes, re-detected on the rendered
@@ -35,60 +35,37 @@ and ``evaluation.html`` (self-contained: frame grids and plots embedded as PNG).
 
 from __future__ import annotations
 
-import base64
-import html
-import importlib.util
 import json
-import math
 import platform
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import cv2
 import numpy as np
 
-from . import __version__, geometry, metrics
-from .audio import SAMPLES_PER_FRAME, load_audio, loudness_envelope
-from .emotions import EMOTIONS, parse_emotion
-from .errors import EmogeneError, InputError, NotFoundError
-from .face import BLENDSHAPE_NAMES, DETECT_SIZE, TrackResult, masked_mean, redetect
-from .fit_renderer import evaluate_renderer, heldout_frames
-from .media import SAMPLE_RATE
-from .preprocess import IdentityData, load_identity
-from .speak import Speaker, attach_calibration, compose_grid, load_ldm, load_speaker, plan_motion
-from .store import Store, atomic_write_bytes, load_artifact
+from .. import __version__, geometry
+from ..audio import SAMPLES_PER_FRAME, load_audio, loudness_envelope
+from ..dataset import IdentityData, heldout_frames, load_identity
+from ..emotion import attach_calibration, load_ldm
+from ..emotions import EMOTIONS, parse_emotion
+from ..errors import EmogeneError, NotFoundError
+from ..evaluation import (
+    PAPER_REFERENCE, PLOT_TITLE, EvaluationResult, frame_grid, json_ready, lipsync_plot, lipsync_report_html, lpips_distance,
+    metrics, png_base64, report_html, report_plots,
+)
+from ..face import BLENDSHAPE_NAMES, DETECT_SIZE, TrackResult, masked_mean, redetect
+from ..media import SAMPLE_RATE
+from ..motion import identity_lipsync
+from ..render import Speaker, compose_grid, evaluate_renderer, load_speaker
+from ..store import Store, atomic_write_bytes, load_artifact
+from .speak import plan_motion
 
-__all__ = ["PAPER_REFERENCE", "EvaluationResult", "evaluate_identity", "frame_grid", "lpips_status", "redetect"]
-
-#: Published figures to read ours against (EmoGene, FG 2025, on MEAD; its idle-pose table).
-PAPER_REFERENCE: dict[str, float] = {
-    "psnr": 19.70,
-    "ssim": 0.730,
-    "m_lmd": 3.60,
-    "f_lmd": 5.93,
-    "idle_velocity_mean": 0.0175,
-    "idle_acceleration_mean": 0.0068,
-}
+__all__ = ["evaluate_identity", "evaluate_lipsync_only"]
 
 LMD_ALIGN = "mean"
-GRID_ROWS = 4
 LIPSYNC_MAX_LAG = 10  # frames (±0.4 s) searched for the audio-envelope correlation's peak
-PANEL = 192  # side of one frame-grid panel in the report, pixels
 
 Progress = Callable[..., None]
-
-
-@dataclass
-class EvaluationResult:
-    """What :func:`evaluate_identity` measured (``figures``: the JSON written) and where it went."""
-
-    name: str
-    figures: dict[str, Any]
-    json_path: Path
-    report_path: Path
-    seconds: dict[str, float] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------
@@ -111,64 +88,6 @@ def _render(speaker: Speaker, poses: np.ndarray, motion: np.ndarray, background:
 
 def _lm68(track: TrackResult) -> np.ndarray:
     return track.landmarks[:, geometry.LM68_FROM_LM478]
-
-
-def _finite(value: Any) -> Any:
-    """JSON-ready copy: numpy scalars/arrays to Python, nan to None, ±inf to "inf"/"-inf"."""
-    if isinstance(value, dict):
-        return {str(k): _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return [_finite(v) for v in value.tolist()]
-    if isinstance(value, (np.bool_, bool)):
-        return bool(value)
-    if isinstance(value, (np.integer, int)):
-        return int(value)
-    if isinstance(value, (np.floating, float)):
-        v = float(value)
-        if math.isnan(v):
-            return None
-        if math.isinf(v):
-            return "inf" if v > 0 else "-inf"
-        return v
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
-def lpips_status() -> tuple[bool, str]:
-    """Whether LPIPS can be computed here without the network: ``(available, note)``.
-
-    Needs the ``lpips`` package (which ships its linear-layer weights) and torchvision's
-    AlexNet weights already in the torch hub cache (torchvision would otherwise download them).
-    """
-    if importlib.util.find_spec("lpips") is None:
-        return False, "skipped: the lpips package is not installed (pip install lpips, with AlexNet weights cached)"
-    import torch
-
-    cached = Path(torch.hub.get_dir()) / "checkpoints"
-    if not any(cached.glob("alexnet-*.pth")):
-        return False, f"skipped: torchvision's AlexNet weights are not in {cached} and are never downloaded here"
-    return True, "LPIPS (Zhang et al., 2018), AlexNet features, lpips package"
-
-
-def _lpips(real: np.ndarray, fake: np.ndarray, device: str) -> tuple[float | None, str]:
-    """Mean LPIPS over ``[T, H, W, 3]`` uint8 frame pairs, or ``(None, why not)``."""
-    ok, note = lpips_status()
-    if not ok:
-        return None, note
-    try:
-        import lpips
-        import torch
-
-        model = lpips.LPIPS(net="alex", verbose=False).to(device).eval()
-        to_t = lambda x: torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).float().div(127.5).sub(1).to(device)  # noqa: E731
-        with torch.inference_mode():
-            value = float(model(to_t(real), to_t(fake)).mean())
-        return value, note
-    except Exception as exc:  # a broken third-party install must not sink the evaluation
-        return None, f"skipped: lpips failed ({exc.__class__.__name__}: {str(exc)[:120]})"
 
 
 def _versions() -> dict[str, str]:
@@ -215,7 +134,7 @@ def _reconstruction(speaker: Speaker, data: IdentityData, held: np.ndarray, real
     valid = real_track.found & track.found
     m_per = metrics.landmark_distance_per_frame(_lm68(track), _lm68(real_track), geometry.LM68_MOUTH, align=LMD_ALIGN)
     f_per = metrics.landmark_distance_per_frame(_lm68(track), _lm68(real_track), None, align=LMD_ALIGN)
-    lp, lp_note = _lpips(real, frames, device)
+    lp, lp_note = lpips_distance(real, frames, device)
     figures = {
         "frames": len(held),
         "psnr": rep["psnr"], "ssim": rep["ssim"],
@@ -342,173 +261,6 @@ def _idle(speaker: Speaker, audio: np.ndarray, source: str, store: Store, seed: 
 
 
 # --------------------------------------------------------------------------------------
-# report
-
-
-def _png(image: np.ndarray) -> str:
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR))
-    if not ok:  # pragma: no cover - cv2 failure
-        raise InputError("could not encode a report image")
-    return base64.b64encode(buf.tobytes()).decode()
-
-
-def _panel(image: np.ndarray) -> np.ndarray:
-    return cv2.resize(image, (PANEL, PANEL), interpolation=cv2.INTER_NEAREST if image.shape[0] < PANEL else cv2.INTER_AREA)
-
-
-def _landmark_panel(background: np.ndarray, real68: np.ndarray, fake68: np.ndarray) -> np.ndarray:
-    """The real frame dimmed, real landmarks green, rendered-frame landmarks red, at panel size."""
-    out = (_panel(background).astype(np.float32) * 0.35).astype(np.uint8)
-    s = PANEL / background.shape[0]
-    for pts, colour in ((real68, (60, 230, 60)), (fake68, (255, 60, 60))):
-        for x, y in pts[:, :2] * s:
-            if np.isfinite(x) and np.isfinite(y):
-                cv2.circle(out, (int(round(x)), int(round(y))), 2, colour, -1, lineType=cv2.LINE_AA)
-    return out
-
-
-def frame_grid(real: np.ndarray, rendered: np.ndarray, real68: np.ndarray, fake68: np.ndarray, rows: int = GRID_ROWS) -> np.ndarray:
-    """A grid image, one row per picked frame: real | rendered | landmarks (real green, rendered red).
-
-    Args:
-        real, rendered: ``[T, H, W, 3]`` uint8; real68, fake68: ``[T, 68, 2|3]`` pixels.
-
-    Returns:
-        ``[rows * PANEL, 3 * PANEL, 3]`` uint8.
-    """
-    pick = np.unique(np.linspace(0, len(real) - 1, num=min(rows, len(real))).round().astype(int))
-    lines = [np.concatenate([_panel(real[i]), _panel(rendered[i]), _landmark_panel(real[i], real68[i], fake68[i])], axis=1)
-             for i in pick]
-    return np.concatenate(lines, axis=0)
-
-
-def _plots(parts: dict[str, dict[str, Any]], figures: dict[str, Any]) -> list[tuple[str, str]]:
-    """Matplotlib figures (object API, Agg canvas: no global backend change) as base64 PNGs."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    def encode(fig: Figure) -> str:
-        canvas = FigureCanvasAgg(fig)
-        canvas.draw()
-        rgba = np.asarray(canvas.buffer_rgba())
-        return _png(rgba[:, :, :3])
-
-    out = []
-    rec, aud = parts.get("reconstruction", {}), parts.get("audio_driven", {})
-    if rec:
-        fig = Figure(figsize=(9, 5.5), dpi=90)
-        ax1, ax2 = fig.subplots(2, 1, sharex=True)
-        x = np.arange(len(rec["psnr"]))
-        ax1.plot(x, rec["psnr"], "o-", label="PSNR frame")
-        ax1.plot(x, rec["psnr_face"], "s-", label="PSNR face")
-        ax1.set_ylabel("dB")
-        ax1b = ax1.twinx()
-        ax1b.plot(x, rec["ssim"], "^--", color="tab:green", label="SSIM frame")
-        ax1b.plot(x, rec["ssim_face"], "v--", color="tab:olive", label="SSIM face")
-        ax1b.set_ylabel("SSIM")
-        handles = ax1.get_legend_handles_labels()
-        handles_b = ax1b.get_legend_handles_labels()
-        ax1.legend(handles[0] + handles_b[0], handles[1] + handles_b[1], fontsize=8)
-        ax2.plot(x, rec["m_lmd"], "o-", label="M-LMD reconstruction")
-        ax2.plot(x, rec["f_lmd"], "s-", label="F-LMD reconstruction")
-        if aud:
-            ax2.plot(np.arange(len(aud["m_lmd"])), aud["m_lmd"], "o--", label="M-LMD audio-driven")
-            ax2.plot(np.arange(len(aud["f_lmd"])), aud["f_lmd"], "s--", label="F-LMD audio-driven")
-        ax2.set_ylabel("pixels")
-        ax2.set_xlabel("held-out frame")
-        ax2.legend(fontsize=8)
-        fig.tight_layout()
-        out.append(("Per-frame reconstruction metrics and landmark distances (held-out frames)", encode(fig)))
-    if aud:
-        fig = Figure(figsize=(9, 3.2), dpi=90)
-        ax = fig.subplots()
-        z = lambda v: (v - np.mean(v)) / (np.std(v) + 1e-9)  # noqa: E731
-        t = np.arange(len(aud["envelope"])) / 25.0
-        ax.plot(t, z(aud["envelope"]), label="audio loudness (RMS)")
-        ax.plot(t, z(aud["mouth_open"]), label="mouth opening, rendered")
-        ax.plot(t, z(aud["mouth_open_real"]), ":", label="mouth opening, real")
-        a = figures.get("audio_driven", {})
-        ax.set_title(f"lip sync: r = {a.get('lipsync_corr', float('nan')):.2f} at lag {a.get('lipsync_lag', 0)} frames", fontsize=10)
-        ax.set_xlabel("seconds")
-        ax.set_ylabel("z-score")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        out.append(("Mouth opening against the audio envelope (audio-driven held-out stretch)", encode(fig)))
-    emo = figures.get("emotion", {}).get("per_emotion", {})
-    scored = [(e, v.get("score")) for e, v in emo.items() if e != "neutral"]
-    if scored:
-        fig = Figure(figsize=(9, 3.2), dpi=90)
-        ax = fig.subplots()
-        ax.bar([e for e, _ in scored], [s if s is not None and np.isfinite(s) else 0.0 for _, s in scored], color="tab:purple")
-        ax.axhline(0, color="k", lw=0.8)
-        ax.set_ylabel("blendshape change vs neutral")
-        fig.tight_layout()
-        out.append(("Emotion: change of the relevant blendshapes against the neutral render", encode(fig)))
-    idle = parts.get("idle", {})
-    if idle:
-        fig = Figure(figsize=(9, 3.2), dpi=90)
-        ax = fig.subplots()
-        t = np.arange(len(idle["speed"])) / 25.0
-        ax.plot(t, idle["speed"], label="pose velocity")
-        top = np.nanmax(idle["speed"]) if np.isfinite(idle["speed"]).any() else 1.0
-        ax.fill_between(t, 0, top, where=idle["silent"], color="grey", alpha=0.25, label="silent")
-        ax.set_xlabel("seconds")
-        ax.set_ylabel("|Δ pose| per frame")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        out.append(("Idle: head-pose velocity, silent stretch shaded", encode(fig)))
-    return out
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return html.escape(str(value))
-
-
-def _html(figures: dict[str, Any], grids: list[tuple[str, str]], plots: list[tuple[str, str]]) -> str:
-    def table(title: str, d: dict[str, Any]) -> str:
-        rows = []
-        for k, v in d.items():
-            if isinstance(v, dict):
-                continue
-            ref = PAPER_REFERENCE.get(k if title != "idle" else f"idle_{k}")
-            rows.append(f"<tr><td>{html.escape(k)}</td><td>{_fmt(v)}</td><td>{'' if ref is None else ref}</td></tr>")
-        return (f"<h3>{html.escape(title)}</h3><table><tr><th>figure</th><th>value</th><th>EmoGene paper</th></tr>"
-                + "".join(rows) + "</table>")
-
-    parts = [f"<h1>emogene evaluation: {html.escape(figures['identity'])}</h1>",
-             f"<p>preset {_fmt(figures['preset'])}, {figures['resolution']}x{figures['resolution']} pixels, "
-             f"{figures['frames']} frames ({figures['heldout_frames']} held out), device {_fmt(figures['device']['device'])}. "
-             "Landmark distances in pixels at that resolution after centring each frame's points "
-             "(see emogene_cli.metrics).</p>"]
-    for key in ("reconstruction", "audio_driven", "lipsync", "idle"):
-        if key in figures:
-            parts.append(table(key, figures[key]))
-    emo = figures.get("emotion", {})
-    if "per_emotion" in emo:
-        rows = "".join(
-            f"<tr><td>{html.escape(e)}</td><td>{_fmt(v.get('strength', ''))}</td><td>{html.escape(str(v.get('recognised_as', '')))}</td>"
-            f"<td>{_fmt(v.get('emotion_gain', ''))}</td><td>{_fmt(v.get('score', ''))}</td><td>"
-            + ", ".join(f"{html.escape(n)} {d:+.3f}" for n, d in v.get("deltas", {}).items())
-            + f"</td><td>{_fmt(v['face_found'])}</td></tr>"
-            for e, v in emo["per_emotion"].items())
-        parts.append(f"<h3>emotion</h3><p>strength median {_fmt(emo.get('strength_median', ''))}, "
-                     f"lowest {_fmt(emo.get('strength_min', ''))}; recognised {emo.get('recognised', 0)} of {emo.get('measured', 0)}</p>"
-                     "<table><tr><th>emotion</th><th>strength (1 = real actor)</th><th>recognised as</th><th>emotion gain</th><th>score</th>"
-                     "<th>blendshape deltas</th><th>face found</th></tr>" + rows + "</table>")
-    elif emo:
-        parts.append(f"<h3>emotion</h3><p>{_fmt(emo.get('skipped', ''))}</p>")
-    for title, b64 in grids + plots:
-        parts.append(f"<h3>{html.escape(title)}</h3><img alt='{html.escape(title)}' src='data:image/png;base64,{b64}'>")
-    parts.append("<h3>versions</h3><pre>" + html.escape(json.dumps(figures["versions"], indent=1)) + "</pre>")
-    style = ("body{font-family:sans-serif;max-width:1000px;margin:2em auto}table{border-collapse:collapse;margin-bottom:1em}"
-             "td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}img{max-width:100%}")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>emogene evaluation</title><style>{style}</style>"
-            f"</head><body>{''.join(parts)}</body></html>")
-
-
-# --------------------------------------------------------------------------------------
 # the stage
 
 
@@ -552,8 +304,7 @@ def evaluate_identity(
         raise EmogeneError(exc.message, path="--emotions") from exc
     chosen = ["neutral"] + [e for e in dict.fromkeys(chosen) if e != "neutral"]
     if name and store.dataset_path(name).is_file() and not store.renderer_path(name).is_file():
-        from .lipsync import evaluate_lipsync_only  # preprocessed only: the audio-to-motion figures alone
-
+        # preprocessed only: the audio-to-motion figures alone
         return evaluate_lipsync_only(name, store=store, device=device, json_path=json_path, report_path=report_path)
     name = store.resolve_identity(name)
     user_audio = load_audio(audio) if audio is not None else None
@@ -586,8 +337,6 @@ def evaluate_identity(
     seconds["audio_driven"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    from .lipsync import identity_lipsync
-
     figures["lipsync"], parts["lipsync"] = identity_lipsync(store, name, data, device)
     seconds["lipsync"] = time.perf_counter() - t0
 
@@ -613,23 +362,55 @@ def evaluate_identity(
     real = data.images[held]
     grids = [
         ("Reconstruction, held-out frames: real | rendered | landmarks (real green, rendered red)",
-         _png(frame_grid(real, parts["reconstruction"]["frames"], _lm68(real_track), parts["reconstruction"]["landmarks68"]))),
+         png_base64(frame_grid(real, parts["reconstruction"]["frames"], _lm68(real_track), parts["reconstruction"]["landmarks68"]))),
         ("Audio-driven, held-out frames: real | rendered from audio | landmarks (real green, rendered red)",
-         _png(frame_grid(real, parts["audio_driven"]["frames"], _lm68(real_track), parts["audio_driven"]["landmarks68"]))),
+         png_base64(frame_grid(real, parts["audio_driven"]["frames"], _lm68(real_track), parts["audio_driven"]["landmarks68"]))),
     ]
     shots = parts["emotion"].get("shots", {})
     if shots:
         grid = compose_grid(list(shots.values()), list(shots))
-        grids.append(("Emotions (middle frame), full resolution", _png(grid)))
-    from .lipsync import PLOT_TITLE, lipsync_plot
-
-    plots = _plots(parts, figures) + [(PLOT_TITLE, lipsync_plot(parts["lipsync"], figures["lipsync"]))]
-    report_html = _html(figures, grids, plots)
+        grids.append(("Emotions (middle frame), full resolution", png_base64(grid)))
+    plots = report_plots(parts, figures) + [(PLOT_TITLE, lipsync_plot(parts["lipsync"], figures["lipsync"]))]
+    page = report_html(figures, grids, plots)
     seconds["report"] = time.perf_counter() - t0
     figures["seconds"] = seconds
 
+    json_out, report_out = _write(store, name, figures, page, json_path, report_path)
+    return EvaluationResult(name=name, figures=figures, json_path=json_out, report_path=report_out, seconds=seconds)
+
+
+def evaluate_lipsync_only(name: str, *, store: Store, device: str = "cpu", json_path: str | Path | None = None,
+                          report_path: str | Path | None = None) -> EvaluationResult:
+    """Evaluate a preprocessed identity without a renderer: only the ``lipsync`` figures.
+
+    Writes ``identities/<name>/evaluation.json`` (``{"identity", "lipsync", ...}``) and an HTML
+    report with the mouth-opening plot.
+
+    Returns:
+        :class:`~emogene_cli.evaluation.EvaluationResult` with the ``lipsync`` figures alone.
+
+    Raises:
+        NotFoundError: not preprocessed, or no audio-to-motion model at all.
+    """
+    t0 = time.perf_counter()
+    data = load_identity(store, name, with_images=False)
+    seconds = {"load": time.perf_counter() - t0}
+    t0 = time.perf_counter()
+    lip, series = identity_lipsync(store, name, data, device)
+    seconds["lipsync"] = time.perf_counter() - t0
+    figures = {"identity": name, "fitted": False, "frames": data.frames, "feature_kind": data.feature_kind,
+               "lipsync": lip, "seconds": seconds,
+               "note": "no renderer: only the audio-to-motion figures (run `emogene fit-identity` for the rendering ones)"}
+    page = lipsync_report_html(name, figures["note"], lip, series)
+    json_out, report_out = _write(store, name, figures, page, json_path, report_path)
+    return EvaluationResult(name=name, figures=figures, json_path=json_out, report_path=report_out, seconds=seconds)
+
+
+def _write(store: Store, name: str, figures: dict[str, Any], page: str, json_path: str | Path | None,
+           report_path: str | Path | None) -> tuple[Path, Path]:
+    """Write the figures as strict JSON and the HTML page, each atomically (default: in the identity's folder)."""
     json_out = Path(json_path) if json_path else store.identity_dir(name) / "evaluation.json"
     report_out = Path(report_path) if report_path else store.identity_dir(name) / "evaluation.html"
-    atomic_write_bytes(json_out, json.dumps(_finite(figures), indent=1, allow_nan=False).encode())
-    atomic_write_bytes(report_out, report_html.encode())
-    return EvaluationResult(name=name, figures=figures, json_path=json_out, report_path=report_out, seconds=seconds)
+    atomic_write_bytes(json_out, json.dumps(json_ready(figures), indent=1, allow_nan=False).encode())
+    atomic_write_bytes(report_out, page.encode())
+    return json_out, report_out

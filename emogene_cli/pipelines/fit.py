@@ -5,7 +5,7 @@ trained on, and held-out PSNR/SSIM (ground-truth poses and landmarks) are report
 The audio-to-motion model is fine-tuned from the generic model (``train-a2m``) when the store
 has one, else trained from scratch (``a2m="auto"``), on all but the clip's last
 ``max(10 %, 5 s)``, where its landmark errors and mouth-opening correlation are reported
-(:func:`emogene_cli.train_a2m.fit_person_a2m`).
+(:func:`emogene_cli.motion.fit_person_a2m`).
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from .errors import EmogeneError, InputError
-from .fit_renderer import evaluate_renderer, heldout_frames, split_frames, train_renderer
-from .models.renderer import RendererConfig
-from .preprocess import load_identity
-from .store import Store, atomic_write_bytes
-from .train_a2m import A2MTraining, fit_person_a2m, resolve_a2m_mode, save_a2m
+from ..dataset import heldout_frames, load_identity, split_frames
+from ..errors import EmogeneError, InputError
+from ..models.renderer import RendererConfig
+from ..motion import A2MTraining, fit_person_a2m, resolve_a2m_mode, save_a2m
+from ..render import evaluate_renderer, train_renderer
+from ..store import Store, atomic_write_bytes
 
 PRESETS = ("tiny", "quick", "full")
 MIN_FRAMES = 50  # 2 s at 25 fps
@@ -112,7 +112,7 @@ def fit_identity(
         InputError: the clip is too short to fit (under 2 s).
         Interrupted: SIGINT or SIGTERM; a training loop checkpoints its current step first.
     """
-    from .store import load_artifact
+    from ..store import load_artifact
 
     cfg = FitPreset.get(preset)
     kind = load_artifact(store.require_dataset(name), what="identity dataset").feature_kind or "mel"
@@ -173,16 +173,15 @@ def fit_identity(
 
 
 def _calibrate(store: Store, name: str, device: str, progress: Callable[..., None] | None) -> dict[str, Path]:
-    """The identity's tracker and emotion gains for the store's LDM (:func:`.speak.attach_calibration`),
+    """The identity's tracker and emotion gains for the store's LDM (:func:`~emogene_cli.emotion.attach_calibration`),
     measured unless stored.
 
     Returns their files: none when there is no LDM yet (``speak`` measures them on first use),
     and a gain is missing when no face was tracked in its frames (the emotion is then rendered
     at the actors' size).
     """
-    from .emotion_gain import emotion_gain_path
-    from .speak import attach_calibration, load_ldm, load_speaker
-    from .tracker_gain import tracker_gain_path
+    from ..emotion import attach_calibration, emotion_gain_path, load_ldm, tracker_gain_path
+    from ..render import load_speaker
 
     if not store.ldm_path.is_file():
         return {}
@@ -218,8 +217,7 @@ def voice_independence(model, store: Store, device: str = "cpu") -> dict[str, fl
     in the store); a fine-tuned model that re-learned one voice falls behind the generic one.
     Empty when those clips are not available here.
     """
-    from .generic_a2m import pool_scores, score_clip, validation_clips
-    from .train_a2m import load_a2m
+    from ..motion import load_a2m, pool_scores, score_clip, validation_clips
 
     generic, art = load_a2m(store.generic_a2m_path, what="generic audio-to-motion model", device=device)
     clips = validation_clips(store, {**art.metadata, "feature_kind": art.feature_kind or "mel"})

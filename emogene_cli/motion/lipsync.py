@@ -16,7 +16,7 @@ number of frames measured. The model runs at temperature 0 (the prior's mean) on
 stretch's audio alone, speaker-normalised over that stretch, as ``speak`` would run it.
 
 Which frames: a fitted identity's model trains on all but the clip's last ``max(10 %, 5 s)``
-(at most half the clip; :func:`emogene_cli.train_a2m.a2m_heldout`), recorded in the model
+(at most half the clip; :func:`emogene_cli.motion.training.a2m_heldout`), recorded in the model
 file, and is measured on exactly those held-out frames. An identity that was only
 preprocessed is measured with the generic model (``train-a2m``) on the whole clip, which
 that model never saw unless its video was among train-a2m's inputs (then it says so).
@@ -25,22 +25,21 @@ that model never saw unless its video was among train-a2m's inputs (then it says
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import metrics
-from .audio import SAMPLES_PER_FRAME, loudness_envelope
-from .errors import NotFoundError
-from .generic_a2m import MAX_LAG, lipsync_scores
-from .geometry import LM68_FROM_LM478
-from .store import Store, atomic_write_bytes
-from .train_a2m import load_a2m, predict_motion
+from ..audio import SAMPLES_PER_FRAME, loudness_envelope
+from ..errors import NotFoundError
+from ..evaluation import metrics
+from ..geometry import LM68_FROM_LM478
+from ..store import Store
+from .generic import MAX_LAG, lipsync_scores
+from .training import load_a2m, predict_motion
 
 if TYPE_CHECKING:
-    from .evaluate import EvaluationResult
+    pass
 
 CROP = 256  # M-LMD pixels are those of a face crop of this side
 
@@ -55,7 +54,7 @@ def lipsync_model(store: Store, name: str, feature_kind: str, n_frames: int, dev
         NotFoundError: neither the person's nor a generic audio-to-motion model exists.
         MismatchError: the model was made with other audio features than the dataset.
     """
-    from .fit_renderer import split_frames
+    from ..dataset import split_frames
 
     path = store.a2m_path(name)
     if path.is_file():
@@ -83,7 +82,7 @@ def measure_lipsync(model: Any, data: Any, start: int, stop: int | None = None, 
     """Lip-sync figures of ``model`` on frames ``[start, stop)`` of an identity dataset.
 
     Args:
-        data: :class:`~emogene_cli.preprocess.IdentityData` (any loaded ``size``).
+        data: :class:`~emogene_cli.dataset.IdentityData` (any loaded ``size``).
 
     Returns:
         ``(figures, series)``: figures as in the module docstring plus the audio-envelope
@@ -100,7 +99,7 @@ def measure_lipsync(model: Any, data: Any, start: int, stop: int | None = None, 
     lm68 = data.landmarks[start:stop][:, LM68_FROM_LM478]
     figures = lipsync_scores(pred, data.motion[start:stop], mean68, data.iod, data.poses[start:stop], lm68,
                              CROP / float(data.size), data.face_found[start:stop])
-    from .a2m_data import mouth_open
+    from .corpus import mouth_open
 
     p_open = mouth_open(pred, mean68, data.iod)
     r_open = mouth_open(data.motion[start:stop], mean68, data.iod)
@@ -130,77 +129,3 @@ def identity_lipsync(store: Store, name: str, data: Any, device: str = "cpu") ->
     return figures, series
 
 
-def lipsync_plot(series: dict[str, np.ndarray], figures: dict[str, Any]) -> str:
-    """A PNG (base64) of predicted and real mouth opening over the measured stretch, with the audio envelope."""
-    import base64
-
-    import cv2
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    start = figures.get("start_frame", 0)
-    t = (start + np.arange(len(series["mouth_open_real"]))) / 25.0
-    fig = Figure(figsize=(9, 3.4), dpi=90)
-    ax = fig.subplots()
-    ax.plot(t, series["mouth_open_real"], color="k", lw=1.2, label="real (tracked)")
-    ax.plot(t, series["mouth_open_pred"], color="tab:red", lw=1.2, label=f"predicted from audio ({figures.get('model', '')} model)")
-    env = series["envelope"]
-    if np.ptp(env) > 0:
-        lo, hi = np.min(series["mouth_open_real"]), np.max(series["mouth_open_real"])
-        ax.fill_between(t, lo, lo + (env - env.min()) / np.ptp(env) * (hi - lo), color="tab:blue", alpha=0.15, label="audio loudness (scaled)")
-    ax.set_xlabel("seconds into the clip")
-    ax.set_ylabel("inner-lip opening (inter-ocular units)")
-    ax.set_title(f"mouth opening: r = {figures.get('mouth_open_corr', float('nan')):.2f} at lag 0, "
-                 f"best {figures.get('mouth_open_best_corr', float('nan')):.2f} at lag {figures.get('mouth_open_best_lag', 0)} "
-                 f"({figures.get('frames', 0)} frames)", fontsize=10)
-    ax.legend(fontsize=8, loc="upper right")
-    fig.tight_layout()
-    canvas = FigureCanvasAgg(fig)
-    canvas.draw()
-    rgb = np.asarray(canvas.buffer_rgba())[:, :, :3]
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR))
-    return base64.b64encode(buf.tobytes()).decode()
-
-
-PLOT_TITLE = "Lip sync: predicted vs real mouth opening over the whole measured stretch (frames the model never trained on)"
-
-
-def evaluate_lipsync_only(name: str, *, store: Store, device: str = "cpu", json_path: str | Path | None = None,
-                          report_path: str | Path | None = None) -> EvaluationResult:
-    """Evaluate a preprocessed identity without a renderer: only the ``lipsync`` figures.
-
-    Writes ``identities/<name>/evaluation.json`` (``{"identity", "lipsync", ...}``) and an HTML
-    report with the mouth-opening plot.
-
-    Returns:
-        :class:`~emogene_cli.evaluate.EvaluationResult` with the ``lipsync`` figures alone.
-
-    Raises:
-        NotFoundError: not preprocessed, or no audio-to-motion model at all.
-    """
-    import html
-
-    from .evaluate import EvaluationResult, _finite
-    from .preprocess import load_identity
-
-    t0 = time.perf_counter()
-    data = load_identity(store, name, with_images=False)
-    seconds = {"load": time.perf_counter() - t0}
-    t0 = time.perf_counter()
-    lip, series = identity_lipsync(store, name, data, device)
-    seconds["lipsync"] = time.perf_counter() - t0
-    figures = {"identity": name, "fitted": False, "frames": data.frames, "feature_kind": data.feature_kind,
-               "lipsync": lip, "seconds": seconds,
-               "note": "no renderer: only the audio-to-motion figures (run `emogene fit-identity` for the rendering ones)"}
-    json_out = Path(json_path) if json_path else store.identity_dir(name) / "evaluation.json"
-    report_out = Path(report_path) if report_path else store.identity_dir(name) / "evaluation.html"
-    rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(f'{v:.4g}' if isinstance(v, float) else str(v))}</td></tr>"
-                   for k, v in lip.items())
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>emogene evaluation</title></head>"
-            f"<body style='font-family:sans-serif;max-width:1000px;margin:2em auto'><h1>emogene evaluation: {html.escape(name)}</h1>"
-            f"<p>{html.escape(figures['note'])}</p><h3>lipsync</h3><table border=1 cellpadding=3>{rows}</table>"
-            f"<h3>{html.escape(PLOT_TITLE)}</h3><img style='max-width:100%' src='data:image/png;base64,{lipsync_plot(series, lip)}'>"
-            "</body></html>")
-    atomic_write_bytes(json_out, json.dumps(_finite(figures), indent=1, allow_nan=False).encode())
-    atomic_write_bytes(report_out, page.encode())
-    return EvaluationResult(name=name, figures=figures, json_path=json_out, report_path=report_out, seconds=seconds)

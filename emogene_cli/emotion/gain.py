@@ -11,8 +11,8 @@ amount that differs between identities.
 So each emotion gets a gain per identity, measured on the whole chain: on a few of the
 identity's training frames (their own motion and head poses), the emotion's displacement is
 rendered at gain 1 and at ``GAIN_MAX`` (lifted, divided by the tracker gain and coded exactly
-as ``speak`` does, :func:`emogene_cli.speak.dense_motion`), MediaPipe re-tracks the renders,
-and the emotion strength (:func:`emogene_cli.metrics.emotion_strength`: the blendshape change
+as ``speak`` does, :func:`emogene_cli.emotion.dense_motion`), MediaPipe re-tracks the renders,
+and the emotion strength (:func:`emogene_cli.evaluation.emotion_strength`: the blendshape change
 against the neutral render of the same frames projected on the real actors' change, 1.0 = as
 strong as the actors) is measured at both. The gain is where the line through the two
 measurements reaches ``TARGET_STRENGTH``, within ``[1, GAIN_MAX]``:
@@ -22,7 +22,7 @@ measurements reaches ``TARGET_STRENGTH``, within ``[1, GAIN_MAX]``:
   at 1) keeps gain 1: more motion would only add artefacts;
 - ``GAIN_MAX`` bounds how far the geometry is pushed past the actors' motion.
 
-``speak`` multiplies each emotion's weight by its gain (:func:`emogene_cli.speak.emotional_motion`),
+``speak`` multiplies each emotion's weight by its gain (:func:`emogene_cli.emotion.emotional_motion`),
 so ``--intensity 1`` means as strong as the actors on this face, as far as ``GAIN_MAX`` allows
 (on obama_20s and ng, 13 of 14 gains sit at the cap), and the intensity scales that.
 
@@ -37,7 +37,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .tracker_gain import NoFaceError
+from ..dataset import load_identity
+from ..emotions import EMOTIONS
+from ..evaluation import emotion_strength
+from ..face import redetect, source_stamp
+from ..models.ldm import LandmarkDeformationModel
+from ..render import Speaker
+from ..store import Store, load_artifact, save_artifact
+from .motion_to_emotion import dense_motion
+from .tracker_gain import NoFaceError, calibration_inputs, identity_tracker_gain
+from .tracker_gain import _calibration_stamp as tracker_stamp
 
 TARGET_STRENGTH = 1.0  # the real actors' blendshape change (metrics.emotion_strength)
 #: at most this much more motion than the actors': at 1.5, ng's brows in contempt washed out and
@@ -103,7 +112,6 @@ def measure_emotion_gain(
     Raises:
         NoFaceError: no face found in the neutral renders.
     """
-    from .metrics import emotion_strength
 
     E = len(displacements)
     todo = [e for e in range(E) if np.any(real_change[e])]
@@ -143,8 +151,6 @@ def _calibration_stamp(store, name: str, ldm, size: int, tracker_gain: np.ndarra
     value, the renderer file, the target, the cap and the number of frames."""
     import hashlib
 
-    from .face import source_stamp
-    from .tracker_gain import _calibration_stamp as tracker_stamp
 
     gain = "none" if tracker_gain is None else hashlib.sha1(np.ascontiguousarray(tracker_gain, np.float32).tobytes()).hexdigest()[:12]
     return (f"{VERSION}:{TARGET_STRENGTH}:{GAIN_MAX}:{CALIBRATION_FRAMES}:{tracker_stamp(store, name, ldm, size)}:{gain}:"
@@ -154,7 +160,6 @@ def _calibration_stamp(store, name: str, ldm, size: int, tracker_gain: np.ndarra
 def load_emotion_gain(store, name: str, ldm, *, size: int, tracker_gain: np.ndarray | None) -> np.ndarray | None:
     """The identity's stored gains ``[E]`` for ``ldm``, its dataset, ``tracker_gain`` and renderer at
     ``size``, else None."""
-    from .store import load_artifact
 
     path = emotion_gain_path(store, name)
     if not path.is_file() or not store.renderer_path(name).is_file():
@@ -169,7 +174,7 @@ def calibrate_emotion_gain(store, name: str, speaker, ldm, *, frames: int | None
                            progress: Callable[..., None] | None = None) -> EmotionGain:
     """Measure an identity's emotion gains (:func:`measure_emotion_gain`) and save them.
 
-    ``speaker`` is the loaded identity (:func:`emogene_cli.speak.load_speaker`) with its tracker
+    ``speaker`` is the loaded identity (:func:`emogene_cli.render.load_speaker`) with its tracker
     gain attached. ``frames`` (default ``CALIBRATION_FRAMES``) of its training frames where a
     face was tracked are rendered ``1 + 2 × 7`` times at the renderer's resolution and
     re-tracked (about 25 s on 2 CPU cores at 256x256). Written to
@@ -181,12 +186,6 @@ def calibrate_emotion_gain(store, name: str, speaker, ldm, *, frames: int | None
         NotFoundError: the identity was not preprocessed.
         NoFaceError: no face tracked in its training frames or found in the neutral renders.
     """
-    from .emotions import EMOTIONS
-    from .face import redetect
-    from .preprocess import load_identity
-    from .speak import dense_motion
-    from .store import save_artifact
-    from .tracker_gain import calibration_inputs
 
     size = speaker.renderer.config.resolution
     data = load_identity(store, name, size=size, with_images=False)
@@ -233,3 +232,30 @@ def identity_emotion_gain(store, speaker, ldm, *, progress: Callable[..., None] 
         return calibrate_emotion_gain(store, speaker.name, speaker, ldm, progress=progress).gain
     except NoFaceError:
         return None
+
+
+def attach_calibration(speaker: Speaker, store: Store, ldm: LandmarkDeformationModel,
+                       on_measure: Callable[[], None] | None = None,
+                       progress: Callable[..., None] | None = None) -> Speaker:
+    """Set the identity's ``tracker_gain`` and ``emotion_gain`` for ``ldm``.
+
+    Each is the stored calibration, or measured once and stored (about 25 s each at 256x256 on
+    2 CPU cores; ``on_measure()`` is called once before, e.g. to tell the user):
+    :func:`.tracker_gain.identity_tracker_gain` (how much of a landmark motion MediaPipe reads
+    on this face) and then :func:`identity_emotion_gain` (how strongly the
+    rendered face shows each emotion, measured through the renderer with the tracker gain).
+    Without a face in the chosen frames a gain stays None: the displacement is then rendered
+    as tracked, at the actors' size.
+    """
+
+    told = []
+
+    def once() -> None:
+        if on_measure is not None and not told:
+            told.append(True)
+            on_measure()
+
+    size = speaker.renderer.config.resolution
+    speaker.tracker_gain = identity_tracker_gain(store, speaker.name, ldm, size=size, on_measure=once, progress=progress)
+    speaker.emotion_gain = identity_emotion_gain(store, speaker, ldm, on_measure=once, progress=progress)
+    return speaker

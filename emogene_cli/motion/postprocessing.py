@@ -20,7 +20,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter1d
 from sklearn.neighbors import NearestNeighbors
 
-from .geometry import LM68_LOWER_LID, LM68_UPPER_LID
+from ..geometry import LM68_LOWER_LID, LM68_UPPER_LID
 
 
 @dataclass

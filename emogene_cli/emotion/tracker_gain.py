@@ -31,7 +31,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from .geometry import LM68_FROM_LM478
+from ..geometry import LM68_FROM_LM478
 
 #: Regions calibrated, as indices of the 68-point scheme; every face-mesh point takes the gain
 #: of the region of its nearest 68-point landmark (within ``REGION_RADIUS``), or 1.
@@ -54,7 +54,7 @@ VERSION = "1"
 class NoFaceError(ValueError):
     """No face where a calibration needs one (the identity's frames or its renders); the
     emotion is then rendered uncalibrated (:func:`identity_tracker_gain`,
-    :func:`emogene_cli.emotion_gain.identity_emotion_gain`)."""
+    :func:`emogene_cli.emotion.identity_emotion_gain`)."""
 
 
 @dataclass
@@ -225,7 +225,7 @@ def calibration_inputs(data, ldm, frames: int) -> tuple[np.ndarray, np.ndarray]:
     """The frames an identity is calibrated on and each emotion's displacement on them.
 
     Args:
-        data: the identity's :class:`~emogene_cli.preprocess.IdentityData`.
+        data: the identity's :class:`~emogene_cli.dataset.IdentityData`.
         ldm: the landmark deformation model.
         frames: how many; evenly spread over the training frames where a face was tracked.
 
@@ -239,8 +239,8 @@ def calibration_inputs(data, ldm, frames: int) -> tuple[np.ndarray, np.ndarray]:
     """
     import torch
 
-    from .emotions import EMOTIONS
-    from .fit_renderer import split_frames
+    from ..dataset import split_frames
+    from ..emotions import EMOTIONS
 
     train_idx, _ = split_frames(len(data.motion))
     train_idx = train_idx[data.face_found[train_idx]]
@@ -272,7 +272,7 @@ def _ldm_stamp(ldm) -> str:
 
 def _calibration_stamp(store, name: str, ldm, size: int) -> str:
     """What a calibration depends on: the LDM's content, the identity's dataset (its frames) and the size."""
-    from .face import source_stamp
+    from ..face import source_stamp
 
     return f"{_ldm_stamp(ldm)}:{source_stamp(store.dataset_path(name))}:{size}"
 
@@ -280,7 +280,7 @@ def _calibration_stamp(store, name: str, ldm, size: int) -> str:
 def load_tracker_gain(store, name: str, ldm, *, size: int = 256) -> np.ndarray | None:
     """The identity's per-landmark gain ``[478, 3]`` for ``ldm`` at ``size`` pixels, or None when not
     measured for them (or measured on a dataset that was preprocessed again since)."""
-    from .store import load_artifact
+    from ..store import load_artifact
 
     path = tracker_gain_path(store, name)
     if not path.is_file():
@@ -326,11 +326,11 @@ def calibrate_identity(store, name: str, ldm, *, frames: int = 8, size: int = 25
         NotFoundError: the identity was not preprocessed.
         NoFaceError: no face tracked in the chosen frames.
     """
-    from .emotions import EMOTIONS
-    from .face import FaceTracker
-    from .geometry import apply_lift
-    from .preprocess import load_identity
-    from .store import save_artifact
+    from ..dataset import load_identity
+    from ..emotions import EMOTIONS
+    from ..face import FaceTracker
+    from ..geometry import apply_lift
+    from ..store import save_artifact
 
     data = load_identity(store, name, size=size)
     pick, all_disp = calibration_inputs(data, ldm, frames)

@@ -8,13 +8,13 @@ Usage::
 The loop (:func:`train_a2m_clips`) draws windows of ``window`` frames (25 fps) with the
 matching ``2 * window`` audio feature frames (50 Hz) and f0 from a list of clips, each clip a
 list of utterances (the recording and its augmented copies, see
-:mod:`emogene_cli.a2m_data`): a clip in proportion to its length, then one of its
+:mod:`emogene_cli.motion.corpus`): a clip in proportion to its length, then one of its
 utterances at random. Loss: mouth-weighted reconstruction + velocity matching + a KL term
 warmed up over the first third of training (GeneFace++'s recipe, minus its flow prior; see
 :mod:`emogene_cli.models.a2m`). It serves
 
 * ``train-a2m``: many people, speaker-normalised inputs, augmentation
-  (:func:`emogene_cli.generic_a2m.train_generic_a2m`);
+  (:func:`emogene_cli.motion.train_generic_a2m`);
 * ``fit-identity``: one person, from scratch or fine-tuned from the generic model with the
   audio encoder frozen, so that the person's model keeps the generic model's voice
   independence and learns the person's own mouth (:func:`fit_person_a2m`).
@@ -35,11 +35,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from .errors import MismatchError
-from .geometry import LM68_MOUTH
-from .interrupt import interruptible, note_kept
-from .models.a2m import A2MConfig, AudioToMotionVAE
-from .store import load_artifact, load_model, save_artifact, save_model
+from ..errors import MismatchError
+from ..geometry import LM68_MOUTH
+from ..interrupt import interruptible, note_kept
+from ..models.a2m import A2MConfig, AudioToMotionVAE
+from ..store import load_artifact, load_model, save_artifact, save_model
 
 #: Version of the audio-to-motion model files written here (metadata ``a2m_version``);
 #: files without it are the older person-only models (raw inputs, ``input_norm="none"``).
@@ -356,7 +356,7 @@ def load_a2m(path: Path, *, what: str = "audio-to-motion model", device: str = "
         NotFoundError: no file. MismatchError: unreadable, a newer version, or made with other
         audio features than ``feature_kind``.
     """
-    from .audio import check_kind
+    from ..audio import check_kind
 
     art_meta = load_artifact(path, what=what).metadata
     version = art_meta.get("a2m_version", "1")
@@ -391,7 +391,7 @@ def a2m_heldout(n_frames: int) -> int:
     """Frames at the end of a clip that the person's model never trains on.
 
     ``max(10 %, 5 s)`` and at most half the clip: the lip-sync figure of ``evaluate`` is
-    measured on them (:mod:`emogene_cli.lipsync`). They include the renderer's held-out 10 %.
+    measured on them (:mod:`emogene_cli.motion.lipsync`). They include the renderer's held-out 10 %.
     """
     return int(min(max(math.ceil(0.1 * n_frames), round(HELDOUT_SECONDS * 25)), n_frames // 2))
 
@@ -407,7 +407,7 @@ def resolve_a2m_mode(mode: str, store, feature_kind: str) -> tuple[str, str]:
         MismatchError: ``finetune`` with a generic model of another feature kind.
         EmogeneError: an unknown mode.
     """
-    from .errors import EmogeneError, NotFoundError
+    from ..errors import EmogeneError, NotFoundError
 
     if mode not in A2M_MODES:
         raise EmogeneError(f"unknown --a2m {mode!r}; choose one of: {', '.join(A2M_MODES)}", path="--a2m")
@@ -448,18 +448,18 @@ def fit_person_a2m(data, mode: str, preset: str, training: A2MTraining, *, store
     """Train a person's audio-to-motion model on all but its held-out stretch (:func:`a2m_heldout`).
 
     Args:
-        data: :class:`~emogene_cli.preprocess.IdentityData` (images not needed).
+        data: :class:`~emogene_cli.dataset.IdentityData` (images not needed).
         mode: ``finetune`` (from ``models/a2m.safetensors``, audio encoder frozen) or ``scratch``.
         training: the preset's from-scratch settings (fine-tuning derives its own, :func:`finetune_settings`).
-        augment: :class:`~emogene_cli.a2m_data.AugmentConfig` (default: 4 voice-changed copies of the
+        augment: :class:`~emogene_cli.motion.AugmentConfig` (default: 4 voice-changed copies of the
             training part; none when the dataset's feature kind cannot be recomputed here).
         checkpoint, resume: resumable training state (see :func:`train_a2m_clips`).
 
     Returns:
         :class:`PersonA2MResult` with held-out motion errors and mouth-opening correlation.
     """
-    from .a2m_data import AugmentConfig, FeatureExtractor, add_variants_arrays, mouth_open
-    from .geometry import LM68_FROM_LM478
+    from ..geometry import LM68_FROM_LM478
+    from .corpus import AugmentConfig, FeatureExtractor, add_variants_arrays, mouth_open
 
     T = data.frames
     held = a2m_heldout(T)

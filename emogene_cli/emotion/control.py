@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .emotions import EMOTIONS, parse_emotion
-from .errors import EmogeneError, NotFoundError
+from ..emotions import EMOTIONS, parse_emotion
+from ..errors import EmogeneError, NotFoundError
 
 FPS = 25.0
 MAX_INTENSITY = 3.0

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .geometry import pose_to_vector, vector_to_pose
-from .postprocess import one_euro_filter
+from ..geometry import pose_to_vector, vector_to_pose
+from .postprocessing import one_euro_filter
 
 
 def pose_speed(poses: np.ndarray, face_size: float) -> np.ndarray:

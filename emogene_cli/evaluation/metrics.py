@@ -23,7 +23,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .geometry import LM68_MOUTH, pose_to_vector
+from ..geometry import LM68_MOUTH, pose_to_vector
 
 __all__ = [
     "EMOTION_BLENDSHAPES",

@@ -26,9 +26,9 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from .errors import InputError
-from .modelfiles import resolve_model_file
-from .store import Store
+from ..errors import InputError
+from ..modelfiles import resolve_model_file
+from ..store import Store
 
 # Quieten MediaPipe's C++ logging; mediapipe itself is imported lazily, after this line ran.
 os.environ.setdefault("GLOG_minloglevel", "2")
@@ -391,62 +391,3 @@ def masked_mean(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """Column means of ``[T, K]`` over the valid rows (nan row if none)."""
     valid = np.asarray(valid, dtype=bool)
     return values[valid].mean(0) if valid.any() else np.full(values.shape[1:], np.nan)
-
-
-# --------------------------------------------------------------------------------------
-# tracks cached in the store (train-ldm's MEAD clips, train-a2m's talking clips)
-
-CACHE_VERSION = "1"
-
-
-def source_stamp(path: Path) -> str:
-    """``"<size>:<mtime>"`` of a file: a cache entry made from it is valid while this holds."""
-    stat = Path(path).stat()
-    return f"{stat.st_size}:{int(stat.st_mtime)}"
-
-
-def read_cache(path: Path, stamp: str, extra: dict[str, str] | None = None) -> dict[str, np.ndarray] | None:
-    """The arrays of a cache entry made from a source with ``stamp`` (and ``extra`` metadata), else None.
-
-    A missing, broken or stale entry gives None (and is then recomputed by the caller).
-    """
-    from .errors import EmogeneError
-    from .store import load_artifact
-
-    if not Path(path).is_file():
-        return None
-    try:
-        art = load_artifact(path, what="cache entry")
-    except EmogeneError:
-        return None
-    want = {"source_stamp": stamp, "cache_version": CACHE_VERSION, **(extra or {})}
-    if any(art.metadata.get(k) != v for k, v in want.items()):
-        return None
-    return art.tensors
-
-
-def cached_track(video: Path, cache: Path, store: Store | None, *, producer: str) -> tuple[dict[str, np.ndarray], bool]:
-    """:func:`track_frames` of ``video`` resampled to 25 fps, cached in the file ``cache``.
-
-    Reused while the video's size and modification time match.
-
-    Returns:
-        ``({"landmarks": [T, 478, 3] float32 pixels, "found": [T] uint8, "blendshapes": [T, 52]
-        float32, "size": [2] int32 (width, height)}, came from the cache)``.
-    """
-    from .media import probe, read_frames
-    from .store import save_artifact
-
-    stamp = source_stamp(video)
-    hit = read_cache(cache, stamp)
-    if hit is not None and {"landmarks", "found", "blendshapes", "size"} <= set(hit):
-        return hit, True
-    info = probe(video)
-    track = track_frames(read_frames(video), store=store)
-    tensors = {
-        "landmarks": track.landmarks.astype(np.float32), "found": track.found.astype(np.uint8),
-        "blendshapes": track.blendshapes.astype(np.float32), "size": np.array([info.width, info.height], np.int32),
-    }
-    save_artifact(cache, tensors, producer=producer, params={"video": str(video)},
-                  extra={"source_stamp": stamp, "cache_version": CACHE_VERSION, "fps": "25"})
-    return tensors, False

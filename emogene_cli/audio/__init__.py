@@ -1,0 +1,24 @@
+"""Audio: loading speech, the features audio-to-motion reads, voice activity.
+
+Usage::
+
+    from emogene_cli.audio import compute_audio_features, frames_for, load_audio
+    audio = load_audio("speech.wav")                          # [N] float32, 16 kHz mono
+    feats = compute_audio_features(audio, kind="auto")        # features [2T, D] at 50 Hz, f0 [T]
+
+Modules: :mod:`.timing` (the 16 kHz / 25 fps / 50 Hz clock), :mod:`.features` (log-mel + f0,
+the feature kind), :mod:`.hubert` (HuBERT resolved offline first), :mod:`.activity` (voice
+activity and loudness per video frame). The names below are the package's public face;
+other modules import them from here.
+"""
+
+from .activity import loudness_envelope, voice_activity
+from .features import N_MELS, AudioFeatures, check_kind, compute_audio_features, load_audio, mel_features, pitch
+from .hubert import DEFAULT_HUBERT, HubertEncoder, hubert_candidates, load_hubert
+from .timing import HOP, SAMPLES_PER_FRAME, frames_for
+
+__all__ = [
+    "AudioFeatures", "DEFAULT_HUBERT", "HOP", "HubertEncoder", "N_MELS", "SAMPLES_PER_FRAME", "check_kind",
+    "compute_audio_features", "frames_for", "hubert_candidates", "load_audio", "load_hubert", "loudness_envelope",
+    "mel_features", "pitch", "voice_activity",
+]

@@ -1,0 +1,136 @@
+"""Audio loading and features: HuBERT (transformers) or log-mel + f0 (librosa).
+
+Contracts (DESIGN.md, :mod:`.timing`): audio is 16 kHz mono, features run at 50 Hz, two
+feature frames per 25 fps video frame: ``features [2T, D]``. The feature kind (``"mel"`` or ``"hubert:<model>"``) is recorded
+with every dataset and model; :func:`check_kind` turns a mismatch into a clear error.
+
+HuBERT weights are looked up by :mod:`.hubert`; without them ``kind="auto"`` falls back to
+log-mel + f0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import MismatchError, NotFoundError
+from ..media import SAMPLE_RATE, read_audio
+from .hubert import DEFAULT_HUBERT, load_hubert
+from .timing import HOP, SAMPLES_PER_FRAME, fit_length, frames_for
+
+N_MELS = 80
+
+
+@dataclass
+class AudioFeatures:
+    """Per-utterance audio features.
+
+    Attributes:
+        features: ``[2T, D]`` float32 at 50 Hz (D = 80 for mel, 1024 for HuBERT large).
+        f0: ``[T]`` float32 fundamental frequency per video frame in Hz (0 = unvoiced).
+        kind: ``"mel"`` or ``"hubert:<model name>"``.
+        note: why this kind was chosen (for ``auto``), for the user.
+    """
+
+    features: np.ndarray
+    f0: np.ndarray
+    kind: str
+    note: str = ""
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.f0)
+
+
+def load_audio(path: str | Path) -> np.ndarray:
+    """Decode any audio or video file to ``[N]`` float32 mono at 16 kHz (resampling as needed)."""
+    return read_audio(path, SAMPLE_RATE)
+
+
+
+
+def mel_features(audio: np.ndarray, num_frames: int, *, warp: float = 1.0) -> np.ndarray:
+    """Log-mel spectrogram, 80 mels, hop 320 (50 Hz), normalised per utterance and per bin.
+
+    Args:
+        warp: vocal-tract-length perturbation factor (training-time augmentation; 1 = none).
+            The power spectrum is read through librosa's mel filter bank built for a sample
+            rate ``warp`` times the real one, i.e. the frequency axis is scaled by ``warp``
+            (Jaitly & Hinton, 2013): ``warp > 1`` moves formants up, as a shorter vocal tract
+            does. The top band stops at the warped Nyquist frequency.
+
+    Returns:
+        ``[2 * num_frames, 80]`` float32.
+    """
+    import librosa
+
+    power = np.abs(librosa.stft(audio.astype(np.float32), n_fft=1024, hop_length=HOP, win_length=800)) ** 2
+    sr = SAMPLE_RATE * float(warp)
+    bank = librosa.filters.mel(sr=sr, n_fft=1024, n_mels=N_MELS, fmin=55, fmax=min(7600.0, sr / 2))
+    mel = bank @ power  # the same as librosa.feature.melspectrogram for warp = 1
+    logmel = np.log(mel + 1e-6).T  # [frames, 80]
+    logmel = (logmel - logmel.mean(0)) / (logmel.std(0) + 1e-5)
+    return fit_length(logmel.astype(np.float32), 2 * num_frames)
+
+
+def pitch(audio: np.ndarray, num_frames: int) -> np.ndarray:
+    """f0 per video frame (Hz, 0 where unvoiced) with librosa's pYIN at hop 640 (25 Hz). ``[T]``."""
+    import librosa
+
+    f0, voiced, _ = librosa.pyin(
+        audio.astype(np.float32), fmin=60, fmax=500, sr=SAMPLE_RATE, frame_length=1280, hop_length=SAMPLES_PER_FRAME, center=True
+    )
+    f0 = np.where(voiced & np.isfinite(f0), f0, 0.0).astype(np.float32)
+    return fit_length(f0, num_frames)
+
+
+def compute_audio_features(
+    audio: np.ndarray,
+    *,
+    num_frames: int | None = None,
+    kind: str = "auto",
+    hubert: str | None = None,
+    device: str = "cpu",
+    store_dir: Path | None = None,
+) -> AudioFeatures:
+    """Audio features and per-frame f0 for ``audio`` (``[N]`` float32, 16 kHz mono).
+
+    Args:
+        num_frames: video frames T to cover (default :func:`frames_for`); features are
+            trimmed/padded to exactly ``2T`` rows and f0 to ``T``.
+        kind: ``"auto"`` (HuBERT if weights resolve, else mel), ``"hubert"``, ``"mel"``, or an
+            exact recorded kind such as ``"hubert:hubert-large-ls960-ft"`` (to match a model).
+        hubert: explicit HuBERT directory or hub id.
+        store_dir: the store's third-party model folder, searched for ``hubert/``.
+
+    Raises:
+        NotFoundError: ``kind="hubert"`` and no weights load.
+        EmogeneError: an unknown kind.
+    """
+    from ..errors import EmogeneError
+
+    T = num_frames or frames_for(audio)
+    f0 = pitch(audio, T)
+    if kind == "mel":
+        return AudioFeatures(mel_features(audio, T), f0, "mel")
+    if kind in ("auto", "hubert") or kind.startswith("hubert:"):
+        try:
+            enc = load_hubert(hubert, device=device, store_dir=store_dir)
+        except NotFoundError:
+            if kind != "auto":
+                raise
+            return AudioFeatures(mel_features(audio, T), f0, "mel", note="HuBERT unavailable (no weights found; see --hubert); using log-mel + f0")
+        if kind.startswith("hubert:") and enc.kind != kind:
+            raise MismatchError(f"the model expects audio features {kind!r} but HuBERT resolved to {enc.kind!r}", path=hubert or DEFAULT_HUBERT)
+        return AudioFeatures(enc(audio, T), f0, enc.kind, note=f"HuBERT from {enc.name}")
+    raise EmogeneError(f"unknown audio feature kind {kind!r} (use auto, hubert or mel)")
+
+
+def check_kind(expected: str, got: str, path: str | Path) -> None:
+    """Raise MismatchError if two artifacts were made with different audio feature kinds."""
+    if expected != got:
+        raise MismatchError(f"audio features differ: {got!r} here but {expected!r} expected; re-run with matching --audio-features", path=path)
+
+

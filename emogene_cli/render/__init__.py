@@ -1,0 +1,23 @@
+"""Rendering around the renderer model: fitting it, the loaded identity, frames and grids.
+
+Usage::
+
+    from emogene_cli.render import load_speaker, train_renderer
+    model, stats = train_renderer(data, RendererConfig.preset("quick"), checkpoint=ckpt)
+    speaker = load_speaker(store, "obama_20s")              # renderer + audio-to-motion + pose bank
+    frames = speaker.renderer.render_frames(poses, dense_motion, speaker.background, "cpu")
+
+Modules: :mod:`.fitting` (training and held-out evaluation of
+:class:`~emogene_cli.models.renderer.TalkingHeadRenderer`), :mod:`.speaker` (a fitted
+identity loaded for speaking), :mod:`.frames` (driving-landmark images, labelled grids).
+The names below are the package's public face.
+"""
+
+from .fitting import RendererData, evaluate_renderer, train_renderer
+from .frames import GRID_COLUMNS, compose_grid, draw_landmarks, render_grid
+from .speaker import Speaker, load_landmark_speaker, load_speaker
+
+__all__ = [
+    "GRID_COLUMNS", "RendererData", "Speaker", "compose_grid", "draw_landmarks", "evaluate_renderer", "load_landmark_speaker",
+    "load_speaker", "render_grid", "train_renderer",
+]
