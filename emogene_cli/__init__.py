@@ -24,8 +24,9 @@ the ground floor
     poses, the canonical frame) and :mod:`.emotions` (the emotion vocabulary).
 
 Among the parts, ``audio``, ``face`` and ``evaluation`` stand alone; ``motion`` uses them;
-``render`` uses ``motion`` (a loaded identity carries its audio-to-motion model); ``emotion``
-uses all of them (its calibrations render and re-track).
+``render`` uses ``audio``, ``evaluation`` and ``motion`` (a loaded identity carries its
+audio-to-motion model); ``emotion`` uses ``face``, ``evaluation``, ``motion`` and ``render``
+(its calibrations render and re-track).
 """
 
 __version__ = "0.1.0"

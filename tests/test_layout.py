@@ -19,6 +19,9 @@ inside a function or under ``TYPE_CHECKING``: each is a dependency.
 from __future__ import annotations
 
 import ast
+import os
+import subprocess
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -259,6 +262,17 @@ def test_every_package_says_what_it_is_for_and_exports_its_public_face(graph):
 def test_files_stay_short_enough_to_hold_in_mind():
     long = {str(p.relative_to(PACKAGE)): n for p in PACKAGE.rglob("*.py") if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert long == {}
+
+
+def test_the_command_line_starts_without_loading_the_heavy_libraries():
+    """``emogene --help`` and a usage error answer at once: the commands import a pipeline or a part
+    (and so torch, OpenCV, MediaPipe) only when they run."""
+    code = ("import sys, emogene_cli.cli; heavy = {'torch', 'cv2', 'mediapipe', 'librosa', 'transformers', 'scipy', 'sklearn'}; "
+            "print(sorted(heavy & {m.split('.')[0] for m in sys.modules}))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, PYTHONPATH=str(PACKAGE.parent)))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
 
 
 # -- the checks themselves catch what they are for ------------------------------------------------

@@ -170,7 +170,7 @@ def test_a_stored_gain_is_used_until_the_ldm_the_dataset_or_the_size_changes(tmp
         measured.append(size)
         gain = np.full((478, 3), 0.5, np.float32)
         save_artifact(tg.tracker_gain_path(store_, name), {"per_landmark": gain}, producer="test",
-                      extra={"calibrated_for": tg._calibration_stamp(store_, name, ldm_, size)})
+                      extra={"calibrated_for": tg.calibration_stamp(store_, name, ldm_, size)})
         return types.SimpleNamespace(per_landmark=gain)
 
     monkeypatch.setattr(tg, "calibrate_identity", fake_calibrate)

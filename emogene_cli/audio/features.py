@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import MismatchError, NotFoundError
+from ..errors import EmogeneError, MismatchError, NotFoundError
 from ..media import SAMPLE_RATE, read_audio
 from .hubert import DEFAULT_HUBERT, load_hubert
 from .timing import HOP, SAMPLES_PER_FRAME, fit_length, frames_for
@@ -47,8 +47,6 @@ class AudioFeatures:
 def load_audio(path: str | Path) -> np.ndarray:
     """Decode any audio or video file to ``[N]`` float32 mono at 16 kHz (resampling as needed)."""
     return read_audio(path, SAMPLE_RATE)
-
-
 
 
 def mel_features(audio: np.ndarray, num_frames: int, *, warp: float = 1.0) -> np.ndarray:
@@ -109,7 +107,6 @@ def compute_audio_features(
         NotFoundError: ``kind="hubert"`` and no weights load.
         EmogeneError: an unknown kind.
     """
-    from ..errors import EmogeneError
 
     T = num_frames or frames_for(audio)
     f0 = pitch(audio, T)
@@ -132,5 +129,3 @@ def check_kind(expected: str, got: str, path: str | Path) -> None:
     """Raise MismatchError if two artifacts were made with different audio feature kinds."""
     if expected != got:
         raise MismatchError(f"audio features differ: {got!r} here but {expected!r} expected; re-run with matching --audio-features", path=path)
-
-

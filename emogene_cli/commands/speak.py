@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.table import Table
 
-from ..emotion import TrackRow, with_gaps
 from ..emotions import EMOTIONS
 from ._common import Device, console, data_table, get_store, print_warnings, progress_bars, resolve_device, summary_table
+
+if TYPE_CHECKING:  # the emotion package loads torch: only when a command runs, not for --help
+    from ..emotion import TrackRow
 
 
 def speak_command(
@@ -78,6 +80,8 @@ def speak_command(
 
 def track_table(rows: list[TrackRow], seconds: float) -> Table:
     """The emotion track as used over ``seconds`` of audio: one line per row, uncovered spans as neutral."""
+    from ..emotion import with_gaps
+
     cells = [
         (f"{r.start:.2f}", f"{r.end:.2f}", r.label if r.source != "gap" else "neutral (uncovered)",
          f"{r.intensity:g}" if r.source != "gap" else "-", r.source)

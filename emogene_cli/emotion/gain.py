@@ -27,10 +27,16 @@ so ``--intensity 1`` means as strong as the actors on this face, as far as ``GAI
 (on obama_20s and ng, 13 of 14 gains sit at the cap), and the intensity scales that.
 
     gain = identity_emotion_gain(store, speaker, ldm)   # [8] over EMOTIONS, neutral 1
+    attach_calibration(speaker, store, ldm)             # both gains, as speak and evaluate use them
+
+:func:`attach_calibration` sets both of an identity's calibrations on a loaded
+:class:`~emogene_cli.render.Speaker`: the tracker gain (:mod:`.tracker_gain`) first, then
+this emotion gain, which is measured through it.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,8 +51,7 @@ from ..models.ldm import LandmarkDeformationModel
 from ..render import Speaker
 from ..store import Store, load_artifact, save_artifact
 from .motion_to_emotion import dense_motion
-from .tracker_gain import NoFaceError, calibration_inputs, identity_tracker_gain
-from .tracker_gain import _calibration_stamp as tracker_stamp
+from .tracker_gain import NoFaceError, calibration_inputs, calibration_stamp, identity_tracker_gain
 
 TARGET_STRENGTH = 1.0  # the real actors' blendshape change (metrics.emotion_strength)
 #: at most this much more motion than the actors': at 1.5, ng's brows in contempt washed out and
@@ -149,11 +154,8 @@ def emotion_gain_path(store, name: str) -> Path:
 def _calibration_stamp(store, name: str, ldm, size: int, tracker_gain: np.ndarray | None) -> str:
     """What a calibration depends on: the tracker gain's inputs (LDM, dataset, size) and its
     value, the renderer file, the target, the cap and the number of frames."""
-    import hashlib
-
-
     gain = "none" if tracker_gain is None else hashlib.sha1(np.ascontiguousarray(tracker_gain, np.float32).tobytes()).hexdigest()[:12]
-    return (f"{VERSION}:{TARGET_STRENGTH}:{GAIN_MAX}:{CALIBRATION_FRAMES}:{tracker_stamp(store, name, ldm, size)}:{gain}:"
+    return (f"{VERSION}:{TARGET_STRENGTH}:{GAIN_MAX}:{CALIBRATION_FRAMES}:{calibration_stamp(store, name, ldm, size)}:{gain}:"
             f"{source_stamp(store.renderer_path(name))}")
 
 
@@ -247,7 +249,6 @@ def attach_calibration(speaker: Speaker, store: Store, ldm: LandmarkDeformationM
     Without a face in the chosen frames a gain stays None: the displacement is then rendered
     as tracked, at the actors' size.
     """
-
     told = []
 
     def once() -> None:

@@ -31,7 +31,11 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from ..geometry import LM68_FROM_LM478
+from ..dataset import load_identity, split_frames
+from ..emotions import EMOTIONS
+from ..face import FaceTracker, source_stamp
+from ..geometry import LM68_FROM_LM478, apply_lift
+from ..store import load_artifact, save_artifact
 
 #: Regions calibrated, as indices of the 68-point scheme; every face-mesh point takes the gain
 #: of the region of its nearest 68-point landmark (within ``REGION_RADIUS``), or 1.
@@ -239,9 +243,6 @@ def calibration_inputs(data, ldm, frames: int) -> tuple[np.ndarray, np.ndarray]:
     """
     import torch
 
-    from ..dataset import split_frames
-    from ..emotions import EMOTIONS
-
     train_idx, _ = split_frames(len(data.motion))
     train_idx = train_idx[data.face_found[train_idx]]
     if len(train_idx) == 0:
@@ -270,9 +271,8 @@ def _ldm_stamp(ldm) -> str:
     return h.hexdigest()[:16]
 
 
-def _calibration_stamp(store, name: str, ldm, size: int) -> str:
+def calibration_stamp(store, name: str, ldm, size: int) -> str:
     """What a calibration depends on: the LDM's content, the identity's dataset (its frames) and the size."""
-    from ..face import source_stamp
 
     return f"{_ldm_stamp(ldm)}:{source_stamp(store.dataset_path(name))}:{size}"
 
@@ -280,13 +280,12 @@ def _calibration_stamp(store, name: str, ldm, size: int) -> str:
 def load_tracker_gain(store, name: str, ldm, *, size: int = 256) -> np.ndarray | None:
     """The identity's per-landmark gain ``[478, 3]`` for ``ldm`` at ``size`` pixels, or None when not
     measured for them (or measured on a dataset that was preprocessed again since)."""
-    from ..store import load_artifact
 
     path = tracker_gain_path(store, name)
     if not path.is_file():
         return None
     art = load_artifact(path, what="tracker gain")
-    if art.metadata.get("calibrated_for") != _calibration_stamp(store, name, ldm, size):
+    if art.metadata.get("calibrated_for") != calibration_stamp(store, name, ldm, size):
         return None
     return np.asarray(art.tensors["per_landmark"], np.float32)
 
@@ -326,11 +325,6 @@ def calibrate_identity(store, name: str, ldm, *, frames: int = 8, size: int = 25
         NotFoundError: the identity was not preprocessed.
         NoFaceError: no face tracked in the chosen frames.
     """
-    from ..dataset import load_identity
-    from ..emotions import EMOTIONS
-    from ..face import FaceTracker
-    from ..geometry import apply_lift
-    from ..store import save_artifact
 
     data = load_identity(store, name, size=size)
     pick, all_disp = calibration_inputs(data, ldm, frames)
@@ -352,5 +346,5 @@ def calibrate_identity(store, name: str, ldm, *, frames: int = 8, size: int = 25
     params = {"identity": name, "frames": int(gain.frames), "size": size,
               "regions": {k: [round(x, 4), round(y, 4)] for k, (x, y) in gain.regions.items()}}
     save_artifact(tracker_gain_path(store, name), {"per_landmark": gain.per_landmark}, producer="tracker-gain",
-                  params=params, extra={"calibrated_for": _calibration_stamp(store, name, ldm, size)})
+                  params=params, extra={"calibrated_for": calibration_stamp(store, name, ldm, size)})
     return gain

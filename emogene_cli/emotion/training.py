@@ -26,6 +26,7 @@ import torch
 from .. import geometry
 from ..emotions import ALIASES, EMOTIONS
 from ..errors import InputError, NotFoundError
+from ..face import cached_track
 from ..interrupt import note_kept
 from ..models.ldm import LandmarkDeformationModel, LDMConfig
 from ..store import Store, save_model
@@ -83,7 +84,6 @@ def mead_clip_track(clip: MeadClip, store: Store) -> tuple[np.ndarray, np.ndarra
     Raises:
         InputError: a face was found in fewer than half of the frames.
     """
-    from ..face import cached_track
 
     track, _ = cached_track(clip.path, store.mead_cache_dir / f"{clip.key}.safetensors", store, producer="train-ldm")
     found = track["found"].astype(bool)

@@ -78,7 +78,6 @@ def report_plots(parts: dict[str, dict[str, Any]], figures: dict[str, Any]) -> l
     """Matplotlib figures (object API, Agg canvas: no global backend change) as base64 PNGs."""
     from matplotlib.figure import Figure
 
-    encode = _figure_png
     out = []
     rec, aud = parts.get("reconstruction", {}), parts.get("audio_driven", {})
     if rec:
@@ -104,7 +103,7 @@ def report_plots(parts: dict[str, dict[str, Any]], figures: dict[str, Any]) -> l
         ax2.set_xlabel("held-out frame")
         ax2.legend(fontsize=8)
         fig.tight_layout()
-        out.append(("Per-frame reconstruction metrics and landmark distances (held-out frames)", encode(fig)))
+        out.append(("Per-frame reconstruction metrics and landmark distances (held-out frames)", _figure_png(fig)))
     if aud:
         fig = Figure(figsize=(9, 3.2), dpi=90)
         ax = fig.subplots()
@@ -119,7 +118,7 @@ def report_plots(parts: dict[str, dict[str, Any]], figures: dict[str, Any]) -> l
         ax.set_ylabel("z-score")
         ax.legend(fontsize=8)
         fig.tight_layout()
-        out.append(("Mouth opening against the audio envelope (audio-driven held-out stretch)", encode(fig)))
+        out.append(("Mouth opening against the audio envelope (audio-driven held-out stretch)", _figure_png(fig)))
     emo = figures.get("emotion", {}).get("per_emotion", {})
     scored = [(e, v.get("score")) for e, v in emo.items() if e != "neutral"]
     if scored:
@@ -129,7 +128,7 @@ def report_plots(parts: dict[str, dict[str, Any]], figures: dict[str, Any]) -> l
         ax.axhline(0, color="k", lw=0.8)
         ax.set_ylabel("blendshape change vs neutral")
         fig.tight_layout()
-        out.append(("Emotion: change of the relevant blendshapes against the neutral render", encode(fig)))
+        out.append(("Emotion: change of the relevant blendshapes against the neutral render", _figure_png(fig)))
     idle = parts.get("idle", {})
     if idle:
         fig = Figure(figsize=(9, 3.2), dpi=90)
@@ -142,7 +141,7 @@ def report_plots(parts: dict[str, dict[str, Any]], figures: dict[str, Any]) -> l
         ax.set_ylabel("|Δ pose| per frame")
         ax.legend(fontsize=8)
         fig.tight_layout()
-        out.append(("Idle: head-pose velocity, silent stretch shaded", encode(fig)))
+        out.append(("Idle: head-pose velocity, silent stretch shaded", _figure_png(fig)))
     return out
 
 
@@ -153,6 +152,9 @@ def _fmt(value: Any) -> str:
 
 
 def report_html(figures: dict[str, Any], grids: list[tuple[str, str]], plots: list[tuple[str, str]]) -> str:
+    """The self-contained evaluation page: a table per part of ``figures`` (with the paper's
+    figures beside ours, :data:`PAPER_REFERENCE`), the emotion table, then ``grids`` and
+    ``plots`` as ``(title, base64 PNG)`` pairs and the software versions."""
     def table(title: str, d: dict[str, Any]) -> str:
         rows = []
         for k, v in d.items():

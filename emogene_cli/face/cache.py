@@ -2,7 +2,7 @@
 
 Usage::
 
-    arrays, stamp = cached_track(Path("clip.mp4"), cache_file, store, producer="train-ldm")
+    arrays, from_cache = cached_track(Path("clip.mp4"), cache_file, store, producer="train-ldm")
 
 ``train-ldm`` and ``train-a2m`` track the same clips again and again; the landmarks,
 blendshapes and frame size are stored as safetensors next to the store's models and are
@@ -15,7 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..store import Store
+from ..errors import EmogeneError
+from ..media import probe, read_frames
+from ..store import Store, load_artifact, save_artifact
 from .tracking import track_frames
 
 CACHE_VERSION = "1"
@@ -32,8 +34,6 @@ def read_cache(path: Path, stamp: str, extra: dict[str, str] | None = None) -> d
 
     A missing, broken or stale entry gives None (and is then recomputed by the caller).
     """
-    from ..errors import EmogeneError
-    from ..store import load_artifact
 
     if not Path(path).is_file():
         return None
@@ -56,8 +56,6 @@ def cached_track(video: Path, cache: Path, store: Store | None, *, producer: str
         ``({"landmarks": [T, 478, 3] float32 pixels, "found": [T] uint8, "blendshapes": [T, 52]
         float32, "size": [2] int32 (width, height)}, came from the cache)``.
     """
-    from ..media import probe, read_frames
-    from ..store import save_artifact
 
     stamp = source_stamp(video)
     hit = read_cache(cache, stamp)

@@ -41,8 +41,8 @@ import numpy as np
 
 from .. import geometry
 from ..audio import AudioFeatures, load_audio, load_hubert, mel_features, pitch
-from ..errors import EmogeneError, InputError, NotFoundError
-from ..face import CACHE_VERSION, cached_track, read_cache, source_stamp
+from ..errors import EmogeneError, InputError, MismatchError, NotFoundError
+from ..face import CACHE_VERSION, cached_track, choose_crop_box, face_box, read_cache, source_stamp
 from ..media import SAMPLE_RATE
 from ..store import Store, save_artifact
 
@@ -188,7 +188,6 @@ class FeatureExtractor:
                     raise
                 return cls("mel", note="HuBERT unavailable (no weights found; see --hubert); using log-mel + f0")
             if kind.startswith("hubert:") and enc.kind != kind:
-                from ..errors import MismatchError
 
                 raise MismatchError(f"audio features {kind!r} were asked for but HuBERT resolved to {enc.kind!r}", path=hubert or "hubert")
             return cls(enc.kind, enc, note=f"HuBERT from {enc.name}")
@@ -348,7 +347,6 @@ def load_clip(clip: TalkingClip, store: Store, extractor: FeatureExtractor, *, p
     Raises:
         InputError: no audio track, too short (under 2 s), or a face in under 80 % of frames.
     """
-    from ..face import choose_crop_box, face_box
 
     cache_dir = store.a2m_cache_dir
     audio = load_audio(clip.path)  # no sound: fail before the long tracking
@@ -456,4 +454,3 @@ def shift_clip(data: ClipData, offset: int) -> ClipData:
         landmarks68=data.landmarks68[v], found=data.found[v], px_scale=data.px_scale, feature_kind=data.feature_kind,
         cached=data.cached, offset=data.offset + k,
     )
-

@@ -27,15 +27,15 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .. import geometry
-from ..errors import InputError
+from ..errors import EmogeneError, InputError
 from ..evaluation import metrics
 from ..models.a2m import A2MConfig, AudioToMotionVAE
 from ..store import Store
 from .corpus import (
-    AugmentConfig, ClipData, FeatureExtractor, add_variants, default_val_count, load_clip, mouth_open, people_folds, scan_talking,
-    shift_clip, split_people,
+    AugmentConfig, ClipData, FeatureExtractor, TalkingClip, add_variants, default_val_count, load_clip, mouth_open, people_folds,
+    person_from_stem, scan_talking, shift_clip, split_people,
 )
-from .training import A2MTraining, Utterance, predict_motion, save_a2m, train_a2m_clips
+from .training import A2MTraining, Utterance, predict_motion, save_a2m, speaker_normalise, train_a2m_clips
 
 Progress = Callable[..., None]
 MAX_LAG = 10  # frames searched for the best lag (±0.4 s)
@@ -69,7 +69,6 @@ class GenericPreset:
             "full": cls("full", 256, 16, 4, 32, 64, 5e-4, 0.5, 100),
         }
         if name not in presets:
-            from ..errors import EmogeneError
 
             raise EmogeneError(f"unknown preset {name!r}; choose one of: {', '.join(presets)}", path="--preset")
         return presets[name]
@@ -123,7 +122,6 @@ def sync_offsets(clips: Sequence[ClipData], max_lag: int = 4, min_gain: float = 
     Returns:
         ``{clip key: {"offset": k, "corr0": r at lag 0, "corr": r once moved}}``; empty with fewer than 2 people.
     """
-    from .corpus import shift_clip
 
     if len({c.person for c in clips}) < 2:
         return {}
@@ -151,8 +149,6 @@ def sync_offsets(clips: Sequence[ClipData], max_lag: int = 4, min_gain: float = 
 def _offsets_once(clips: Sequence[ClipData], max_lag: int, min_gain: float, alpha: float) -> dict[str, tuple[int, float, float]]:
     """One pass of :func:`sync_offsets`: ``{clip key: (offset, r at lag 0, r at the offset)}``."""
     from sklearn.linear_model import Ridge
-
-    from .training import speaker_normalise
 
     context = 3 if clips[0].features.shape[1] <= 256 else 1
 
@@ -476,7 +472,6 @@ def validation_clips(store: Store, metadata: dict[str, str]) -> list[ClipData]:
         extractor = FeatureExtractor.create(kind, store=store)
     except Exception:
         return out  # HuBERT weights not here: cannot compute the clips' features
-    from .corpus import TalkingClip, person_from_stem
 
     for p in paths:
         if not p.is_file():

@@ -4,7 +4,9 @@ Usage::
 
     figures, series = identity_lipsync(store, "obama_20s", data, device="cpu")
     figures["mouth_open_corr"], figures["mouth_open_best_lag"], figures["m_lmd"], figures["frames"]
-    result = evaluate_lipsync_only("new_person", store=store)      # a preprocessed-only identity
+
+``evaluate`` reports these figures (:func:`emogene_cli.pipelines.evaluate.evaluate_lipsync_only`
+alone for an identity that was only preprocessed).
 
 The figure is the Pearson correlation at lag 0 between the inner-lip opening (points 62-66
 of the 68) predicted by the audio-to-motion model from the audio and the opening tracked in
@@ -26,20 +28,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from ..audio import SAMPLES_PER_FRAME, loudness_envelope
+from ..dataset import split_frames
 from ..errors import NotFoundError
 from ..evaluation import metrics
 from ..geometry import LM68_FROM_LM478
 from ..store import Store
+from .corpus import mouth_open
 from .generic import MAX_LAG, lipsync_scores
 from .training import load_a2m, predict_motion
-
-if TYPE_CHECKING:
-    pass
 
 CROP = 256  # M-LMD pixels are those of a face crop of this side
 
@@ -54,7 +55,6 @@ def lipsync_model(store: Store, name: str, feature_kind: str, n_frames: int, dev
         NotFoundError: neither the person's nor a generic audio-to-motion model exists.
         MismatchError: the model was made with other audio features than the dataset.
     """
-    from ..dataset import split_frames
 
     path = store.a2m_path(name)
     if path.is_file():
@@ -99,7 +99,6 @@ def measure_lipsync(model: Any, data: Any, start: int, stop: int | None = None, 
     lm68 = data.landmarks[start:stop][:, LM68_FROM_LM478]
     figures = lipsync_scores(pred, data.motion[start:stop], mean68, data.iod, data.poses[start:stop], lm68,
                              CROP / float(data.size), data.face_found[start:stop])
-    from .corpus import mouth_open
 
     p_open = mouth_open(pred, mean68, data.iod)
     r_open = mouth_open(data.motion[start:stop], mean68, data.iod)
@@ -127,5 +126,3 @@ def identity_lipsync(store: Store, name: str, data: Any, device: str = "cpu") ->
     if figures["frames"] < 125:
         figures["note"] = f"only {figures['frames']} unseen frames ({figures['frames'] / 25:.1f} s); under 5 s the correlation is loose"
     return figures, series
-
-

@@ -35,11 +35,13 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from ..errors import MismatchError
-from ..geometry import LM68_MOUTH
+from ..audio import check_kind
+from ..errors import EmogeneError, MismatchError, NotFoundError
+from ..geometry import LM68_FROM_LM478, LM68_MOUTH
 from ..interrupt import interruptible, note_kept
 from ..models.a2m import A2MConfig, AudioToMotionVAE
 from ..store import load_artifact, load_model, save_artifact, save_model
+from .corpus import AugmentConfig, FeatureExtractor, add_variants_arrays, mouth_open
 
 #: Version of the audio-to-motion model files written here (metadata ``a2m_version``);
 #: files without it are the older person-only models (raw inputs, ``input_norm="none"``).
@@ -356,7 +358,6 @@ def load_a2m(path: Path, *, what: str = "audio-to-motion model", device: str = "
         NotFoundError: no file. MismatchError: unreadable, a newer version, or made with other
         audio features than ``feature_kind``.
     """
-    from ..audio import check_kind
 
     art_meta = load_artifact(path, what=what).metadata
     version = art_meta.get("a2m_version", "1")
@@ -407,7 +408,6 @@ def resolve_a2m_mode(mode: str, store, feature_kind: str) -> tuple[str, str]:
         MismatchError: ``finetune`` with a generic model of another feature kind.
         EmogeneError: an unknown mode.
     """
-    from ..errors import EmogeneError, NotFoundError
 
     if mode not in A2M_MODES:
         raise EmogeneError(f"unknown --a2m {mode!r}; choose one of: {', '.join(A2M_MODES)}", path="--a2m")
@@ -458,8 +458,6 @@ def fit_person_a2m(data, mode: str, preset: str, training: A2MTraining, *, store
     Returns:
         :class:`PersonA2MResult` with held-out motion errors and mouth-opening correlation.
     """
-    from ..geometry import LM68_FROM_LM478
-    from .corpus import AugmentConfig, FeatureExtractor, add_variants_arrays, mouth_open
 
     T = data.frames
     held = a2m_heldout(T)

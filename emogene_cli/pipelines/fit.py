@@ -19,11 +19,12 @@ import cv2
 import numpy as np
 
 from ..dataset import heldout_frames, load_identity, split_frames
+from ..emotion import attach_calibration, emotion_gain_path, load_ldm, tracker_gain_path
 from ..errors import EmogeneError, InputError
 from ..models.renderer import RendererConfig
-from ..motion import A2MTraining, fit_person_a2m, resolve_a2m_mode, save_a2m
-from ..render import evaluate_renderer, train_renderer
-from ..store import Store, atomic_write_bytes
+from ..motion import A2MTraining, fit_person_a2m, load_a2m, pool_scores, resolve_a2m_mode, save_a2m, score_clip, validation_clips
+from ..render import evaluate_renderer, load_speaker, train_renderer
+from ..store import Store, atomic_write_bytes, load_artifact
 
 PRESETS = ("tiny", "quick", "full")
 MIN_FRAMES = 50  # 2 s at 25 fps
@@ -112,7 +113,6 @@ def fit_identity(
         InputError: the clip is too short to fit (under 2 s).
         Interrupted: SIGINT or SIGTERM; a training loop checkpoints its current step first.
     """
-    from ..store import load_artifact
 
     cfg = FitPreset.get(preset)
     kind = load_artifact(store.require_dataset(name), what="identity dataset").feature_kind or "mel"
@@ -180,8 +180,6 @@ def _calibrate(store: Store, name: str, device: str, progress: Callable[..., Non
     and a gain is missing when no face was tracked in its frames (the emotion is then rendered
     at the actors' size).
     """
-    from ..emotion import attach_calibration, emotion_gain_path, load_ldm, tracker_gain_path
-    from ..render import load_speaker
 
     if not store.ldm_path.is_file():
         return {}
@@ -217,7 +215,6 @@ def voice_independence(model, store: Store, device: str = "cpu") -> dict[str, fl
     in the store); a fine-tuned model that re-learned one voice falls behind the generic one.
     Empty when those clips are not available here.
     """
-    from ..motion import load_a2m, pool_scores, score_clip, validation_clips
 
     generic, art = load_a2m(store.generic_a2m_path, what="generic audio-to-motion model", device=device)
     clips = validation_clips(store, {**art.metadata, "feature_kind": art.feature_kind or "mel"})

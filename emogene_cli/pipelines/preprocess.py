@@ -38,6 +38,7 @@ import cv2
 import numpy as np
 
 from .. import geometry, media
+from ..audio import compute_audio_features, load_audio
 from ..errors import EmogeneError, InputError
 from ..face import (
     BLENDSHAPE_NAMES, FaceTracker, PersonSegmenter, TrackBuilder, TrackResult, background_plate, crop_valid_mask, find_crop_box,
@@ -159,7 +160,6 @@ def _track_crop(
 
 def _compute_audio(video: Path, num_frames: int, *, kind: str, hubert: str | None, device: str, store: Store):
     """``(audio [N] float32 16 kHz, AudioFeatures)`` for the video's sound track."""
-    from ..audio import compute_audio_features, load_audio
 
     audio = load_audio(video)
     feats = compute_audio_features(

@@ -1,7 +1,8 @@
 """Fitting and evaluating the talking-head renderer (:mod:`emogene_cli.models.renderer`).
 
+    train_idx, held = split_frames(len(data.images))          # emogene_cli.dataset
     model, stats = train_renderer(data, RendererConfig.preset("quick"), checkpoint=ckpt)
-    report = evaluate_renderer(model, data, heldout_frames(len(data.images)), "cpu")
+    report = evaluate_renderer(model, data, held, "cpu")
     report["psnr"], report["ssim"], report["frames"]          # dB, 0..1, [N, H, W, 3] uint8
 
 Training follows GeneFace++/RAD-NeRF/ER-NeRF's recipe, reduced to one joint stage: random
@@ -10,8 +11,8 @@ rays from the training frames, drawn mostly from the person and a band around th
 plus opacity supervision from the parsing labels (head opacity against the head mask as in
 RAD-NeRF's head stage, torso opacity against the torso mask), Adam with exponential decay.
 
-The last 10 % of the frames are held out: they are never used for training, only for
-:func:`evaluate_renderer`. Checkpoints are safetensors plus a JSON sidecar, never pickle.
+The last 10 % of the frames are held out (:func:`emogene_cli.dataset.split_frames`): they are
+never used for training, only for :func:`evaluate_renderer`. Checkpoints are safetensors plus a JSON sidecar, never pickle.
 """
 
 from __future__ import annotations
