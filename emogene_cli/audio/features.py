@@ -1,8 +1,9 @@
 """Audio loading and features: HuBERT (transformers) or log-mel + f0 (librosa).
 
 Contracts (DESIGN.md, :mod:`.timing`): audio is 16 kHz mono, features run at 50 Hz, two
-feature frames per 25 fps video frame: ``features [2T, D]``. The feature kind (``"mel"`` or ``"hubert:<model>"``) is recorded
-with every dataset and model; :func:`check_kind` turns a mismatch into a clear error.
+feature frames per 25 fps video frame: ``features [2T, D]``. The feature kind (``"mel"`` or
+``"hubert:<model>"``) is recorded with every dataset and model; :func:`check_kind` turns a
+mismatch into a clear error.
 
 HuBERT weights are looked up by :mod:`.hubert`; without them ``kind="auto"`` falls back to
 log-mel + f0.
@@ -107,7 +108,6 @@ def compute_audio_features(
         NotFoundError: ``kind="hubert"`` and no weights load.
         EmogeneError: an unknown kind.
     """
-
     T = num_frames or frames_for(audio)
     f0 = pitch(audio, T)
     if kind == "mel":

@@ -117,7 +117,6 @@ def measure_emotion_gain(
     Raises:
         NoFaceError: no face found in the neutral renders.
     """
-
     E = len(displacements)
     todo = [e for e in range(E) if np.any(real_change[e])]
     total = 1 + 2 * len(todo)
@@ -162,7 +161,6 @@ def _calibration_stamp(store, name: str, ldm, size: int, tracker_gain: np.ndarra
 def load_emotion_gain(store, name: str, ldm, *, size: int, tracker_gain: np.ndarray | None) -> np.ndarray | None:
     """The identity's stored gains ``[E]`` for ``ldm``, its dataset, ``tracker_gain`` and renderer at
     ``size``, else None."""
-
     path = emotion_gain_path(store, name)
     if not path.is_file() or not store.renderer_path(name).is_file():
         return None
@@ -188,7 +186,6 @@ def calibrate_emotion_gain(store, name: str, speaker, ldm, *, frames: int | None
         NotFoundError: the identity was not preprocessed.
         NoFaceError: no face tracked in its training frames or found in the neutral renders.
     """
-
     size = speaker.renderer.config.resolution
     data = load_identity(store, name, size=size, with_images=False)
     pick, disp = calibration_inputs(data, ldm, frames or CALIBRATION_FRAMES)

@@ -280,7 +280,6 @@ def calibration_stamp(store, name: str, ldm, size: int) -> str:
 def load_tracker_gain(store, name: str, ldm, *, size: int = 256) -> np.ndarray | None:
     """The identity's per-landmark gain ``[478, 3]`` for ``ldm`` at ``size`` pixels, or None when not
     measured for them (or measured on a dataset that was preprocessed again since)."""
-
     path = tracker_gain_path(store, name)
     if not path.is_file():
         return None
@@ -325,7 +324,6 @@ def calibrate_identity(store, name: str, ldm, *, frames: int = 8, size: int = 25
         NotFoundError: the identity was not preprocessed.
         NoFaceError: no face tracked in the chosen frames.
     """
-
     data = load_identity(store, name, size=size)
     pick, all_disp = calibration_inputs(data, ldm, frames)
     emotions = [i for i, e in enumerate(EMOTIONS) if e != "neutral"]

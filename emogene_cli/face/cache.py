@@ -34,7 +34,6 @@ def read_cache(path: Path, stamp: str, extra: dict[str, str] | None = None) -> d
 
     A missing, broken or stale entry gives None (and is then recomputed by the caller).
     """
-
     if not Path(path).is_file():
         return None
     try:
@@ -56,7 +55,6 @@ def cached_track(video: Path, cache: Path, store: Store | None, *, producer: str
         ``({"landmarks": [T, 478, 3] float32 pixels, "found": [T] uint8, "blendshapes": [T, 52]
         float32, "size": [2] int32 (width, height)}, came from the cache)``.
     """
-
     stamp = source_stamp(video)
     hit = read_cache(cache, stamp)
     if hit is not None and {"landmarks", "found", "blendshapes", "size"} <= set(hit):

@@ -129,7 +129,34 @@ def _create_task(factory: Callable, options, model_path: Path):
         raise InputError(f"cannot load MediaPipe model ({exc})", path=model_path) from exc
 
 
-class FaceTracker:
+class _MediaPipeTask:
+    """A MediaPipe task held open until :meth:`close` or the end of a ``with`` block.
+
+    MediaPipe's own ``__del__`` fails at interpreter exit, so every task is closed explicitly.
+    """
+
+    _task = None
+
+    def _open_task(self):
+        """The task; RuntimeError once closed."""
+        if self._task is None:
+            raise RuntimeError(f"{type(self).__name__} is closed")
+        return self._task
+
+    def close(self) -> None:
+        """Release the MediaPipe task (idempotent)."""
+        if self._task is not None:
+            self._task.close()
+            self._task = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class FaceTracker(_MediaPipeTask):
     """MediaPipe Face Landmarker in VIDEO mode (one face, blendshapes and transform on).
 
     Args:
@@ -169,15 +196,14 @@ class FaceTracker:
             rgb: ``[H, W, 3]`` uint8 RGB frame.
             timestamp_ms: the frame's time; must increase from call to call.
         """
-        if self._task is None:
-            raise RuntimeError("FaceTracker is closed")
+        task = self._open_task()
         h, w = rgb.shape[:2]
         if not getattr(self, "_ran", False):  # the first run initialises the graph, noisily
             with native_stderr_silenced():
-                result = self._task.detect_for_video(_mp_image(rgb), int(timestamp_ms))
+                result = task.detect_for_video(_mp_image(rgb), int(timestamp_ms))
             self._ran = True
         else:
-            result = self._task.detect_for_video(_mp_image(rgb), int(timestamp_ms))
+            result = task.detect_for_video(_mp_image(rgb), int(timestamp_ms))
         if not result.face_landmarks:
             return None
         lms = np.array([(p.x, p.y, p.z) for p in result.face_landmarks[0]], dtype=np.float32)
@@ -191,20 +217,8 @@ class FaceTracker:
             transform = np.asarray(result.facial_transformation_matrixes[0], dtype=np.float32).reshape(4, 4)
         return FaceResult(landmarks=lms, blendshapes=blend, transform=transform)
 
-    def close(self) -> None:
-        """Release the MediaPipe task (idempotent)."""
-        if self._task is not None:
-            self._task.close()
-            self._task = None
 
-    def __enter__(self) -> "FaceTracker":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-class PersonSegmenter:
+class PersonSegmenter(_MediaPipeTask):
     """MediaPipe selfie segmentation (Image Segmenter, VIDEO mode): person probability per pixel.
 
     Args:
@@ -231,26 +245,12 @@ class PersonSegmenter:
 
     def segment(self, rgb: np.ndarray, timestamp_ms: int) -> np.ndarray:
         """Person probability of each pixel of ``rgb`` (``[H, W, 3]`` uint8): ``[H, W]`` float32 in [0, 1]."""
-        if self._task is None:
-            raise RuntimeError("PersonSegmenter is closed")
         h, w = rgb.shape[:2]
-        result = self._task.segment_for_video(_mp_image(rgb), int(timestamp_ms))
+        result = self._open_task().segment_for_video(_mp_image(rgb), int(timestamp_ms))
         if not result.confidence_masks:
             return np.zeros((h, w), dtype=np.float32)
         mask = np.array(result.confidence_masks[0].numpy_view(), dtype=np.float32)  # copy out of the buffer
         return np.clip(mask.reshape(h, w), 0.0, 1.0)
-
-    def close(self) -> None:
-        """Release the MediaPipe task (idempotent)."""
-        if self._task is not None:
-            self._task.close()
-            self._task = None
-
-    def __enter__(self) -> "PersonSegmenter":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def fill_missing(values: np.ndarray, found: np.ndarray) -> np.ndarray:

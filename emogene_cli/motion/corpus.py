@@ -347,7 +347,6 @@ def load_clip(clip: TalkingClip, store: Store, extractor: FeatureExtractor, *, p
     Raises:
         InputError: no audio track, too short (under 2 s), or a face in under 80 % of frames.
     """
-
     cache_dir = store.a2m_cache_dir
     audio = load_audio(clip.path)  # no sound: fail before the long tracking
     track, lm_cached = cached_track(clip.path, cache_dir / f"{clip.key}.track.safetensors", store, producer=producer)

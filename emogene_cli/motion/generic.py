@@ -122,7 +122,6 @@ def sync_offsets(clips: Sequence[ClipData], max_lag: int = 4, min_gain: float = 
     Returns:
         ``{clip key: {"offset": k, "corr0": r at lag 0, "corr": r once moved}}``; empty with fewer than 2 people.
     """
-
     if len({c.person for c in clips}) < 2:
         return {}
     total = {c.clip.key: 0 for c in clips}

@@ -55,7 +55,6 @@ def lipsync_model(store: Store, name: str, feature_kind: str, n_frames: int, dev
         NotFoundError: neither the person's nor a generic audio-to-motion model exists.
         MismatchError: the model was made with other audio features than the dataset.
     """
-
     path = store.a2m_path(name)
     if path.is_file():
         model, art = load_a2m(path, device=device, feature_kind=feature_kind)

@@ -358,7 +358,6 @@ def load_a2m(path: Path, *, what: str = "audio-to-motion model", device: str = "
         NotFoundError: no file. MismatchError: unreadable, a newer version, or made with other
         audio features than ``feature_kind``.
     """
-
     art_meta = load_artifact(path, what=what).metadata
     version = art_meta.get("a2m_version", "1")
     if version not in ("1", A2M_VERSION):
@@ -408,7 +407,6 @@ def resolve_a2m_mode(mode: str, store, feature_kind: str) -> tuple[str, str]:
         MismatchError: ``finetune`` with a generic model of another feature kind.
         EmogeneError: an unknown mode.
     """
-
     if mode not in A2M_MODES:
         raise EmogeneError(f"unknown --a2m {mode!r}; choose one of: {', '.join(A2M_MODES)}", path="--a2m")
     path = store.generic_a2m_path
@@ -458,7 +456,6 @@ def fit_person_a2m(data, mode: str, preset: str, training: A2MTraining, *, store
     Returns:
         :class:`PersonA2MResult` with held-out motion errors and mouth-opening correlation.
     """
-
     T = data.frames
     held = a2m_heldout(T)
     n = T - held

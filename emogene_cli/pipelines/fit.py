@@ -113,7 +113,6 @@ def fit_identity(
         InputError: the clip is too short to fit (under 2 s).
         Interrupted: SIGINT or SIGTERM; a training loop checkpoints its current step first.
     """
-
     cfg = FitPreset.get(preset)
     kind = load_artifact(store.require_dataset(name), what="identity dataset").feature_kind or "mel"
     a2m_mode, a2m_note = resolve_a2m_mode(a2m, store, kind)  # fails before any long work
@@ -180,7 +179,6 @@ def _calibrate(store: Store, name: str, device: str, progress: Callable[..., Non
     and a gain is missing when no face was tracked in its frames (the emotion is then rendered
     at the actors' size).
     """
-
     if not store.ldm_path.is_file():
         return {}
     speaker = attach_calibration(load_speaker(store, name, device), store, load_ldm(store, device), progress=progress)
@@ -215,7 +213,6 @@ def voice_independence(model, store: Store, device: str = "cpu") -> dict[str, fl
     in the store); a fine-tuned model that re-learned one voice falls behind the generic one.
     Empty when those clips are not available here.
     """
-
     generic, art = load_a2m(store.generic_a2m_path, what="generic audio-to-motion model", device=device)
     clips = validation_clips(store, {**art.metadata, "feature_kind": art.feature_kind or "mel"})
     if not clips:

@@ -7,10 +7,11 @@ Usage::
     data.landmarks.shape, data.images.shape                     # [T, 478, 3], [T, 256, 256, 3]
 
 Steps (GeneFace++'s data preparation, as typed functions): one square crop for the whole
-clip (:func:`~emogene_cli.face.choose_crop_box`), per-frame MediaPipe landmarks / blendshapes / transform and
-person mask on the cropped frames, head poses and canonical landmarks
-(:mod:`emogene_cli.geometry`), head / torso / background labels (:func:`~emogene_cli.face.split_head_torso`),
-a static background plate (:func:`~emogene_cli.face.background_plate`) and the audio features.
+clip (:func:`~emogene_cli.face.choose_crop_box`), per-frame MediaPipe landmarks /
+blendshapes / transform and person mask on the cropped frames, head poses and canonical
+landmarks (:mod:`emogene_cli.geometry`), head / torso / background labels
+(:func:`~emogene_cli.face.split_head_torso`), a static background plate
+(:func:`~emogene_cli.face.background_plate`) and the audio features.
 
 Written (see DESIGN.md, "Artifacts")::
 
@@ -160,7 +161,6 @@ def _track_crop(
 
 def _compute_audio(video: Path, num_frames: int, *, kind: str, hubert: str | None, device: str, store: Store):
     """``(audio [N] float32 16 kHz, AudioFeatures)`` for the video's sound track."""
-
     audio = load_audio(video)
     feats = compute_audio_features(
         audio, num_frames=num_frames, kind=kind, hubert=hubert, device=device, store_dir=store.third_party_dir

@@ -12,7 +12,8 @@ plus opacity supervision from the parsing labels (head opacity against the head 
 RAD-NeRF's head stage, torso opacity against the torso mask), Adam with exponential decay.
 
 The last 10 % of the frames are held out (:func:`emogene_cli.dataset.split_frames`): they are
-never used for training, only for :func:`evaluate_renderer`. Checkpoints are safetensors plus a JSON sidecar, never pickle.
+never used for training, only for :func:`evaluate_renderer`. Checkpoints are safetensors plus
+a JSON sidecar, never pickle.
 """
 
 from __future__ import annotations
