@@ -9,6 +9,7 @@ command that continues, with exit code 130 or 143 (:mod:`emogene_cli.interrupt`)
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import shlex
 import signal
@@ -17,8 +18,8 @@ import threading
 from pathlib import Path
 from typing import Annotated, Optional
 
-import click
 import typer
+import typer.core
 
 # Before torch or mediapipe load: idle OpenMP threads spin for a short while (GNU OpenMP's
 # spin count, a third of its default) and then sleep, and mediapipe's native logging stays
@@ -36,7 +37,7 @@ from .interrupt import Interrupted, kept_so_far, recording, signals_raise  # noq
 class _Group(typer.core.TyperGroup):
     """Lets an interrupt reach :func:`main` (Typer would turn it into a silent exit code 130)."""
 
-    def invoke(self, ctx: click.Context):  # noqa: D102 - click's
+    def invoke(self, ctx: typer.Context):  # noqa: D102 - click's
         try:
             return super().invoke(ctx)
         except KeyboardInterrupt as exc:
@@ -49,6 +50,34 @@ class _Stopped(BaseException):
     def __init__(self, interrupt: KeyboardInterrupt) -> None:
         super().__init__(interrupt)
         self.interrupt = interrupt
+
+
+def _click_exceptions():
+    """The ``exceptions`` module of the click that Typer itself runs on.
+
+    Typer up to 0.2x builds on the ``click`` package; newer releases vendor it as
+    ``typer._click``, whose usage errors are not ``click.ClickException``. Taking the module
+    from the class Typer's command group derives from catches the right ones with either.
+    """
+    base = next(k for k in typer.core.TyperGroup.__mro__[1:] if not k.__module__.startswith("typer.core") and k.__module__.endswith(".core"))
+    return importlib.import_module(base.__module__.rsplit(".", 1)[0] + ".exceptions")
+
+
+_CLICK = _click_exceptions()
+
+
+def usage_error_lines(exc) -> str:
+    """What a mistyped command prints: the command's usage line and one ``error:`` line.
+
+    Args:
+        exc: a click ``UsageError`` (missing argument, unknown option or command, a value of
+            the wrong type, out of range or not among the choices); it names the parameter.
+    """
+    ctx = getattr(exc, "ctx", None)
+    usage = ctx.get_usage() if ctx is not None else "Usage: emogene [OPTIONS] COMMAND [ARGS]..."
+    path = ctx.command_path if ctx is not None else "emogene"
+    message = " ".join(exc.format_message().split())
+    return f"{usage}\nerror: {message} (see '{path} --help')"
 
 
 app = typer.Typer(
@@ -126,12 +155,18 @@ def main(argv: list[str] | None = None) -> int:
         except EmogeneError as exc:
             typer.echo(f"error: {exc.one_line()}", err=True)
             return exc.exit_code
-        except click.exceptions.Exit as exc:
+        except typer.Exit as exc:
             return exc.exit_code
-        except click.ClickException as exc:
-            exc.show()
+        except _CLICK.UsageError as exc:
+            if type(exc).__name__ == "NoArgsIsHelpError":  # a bare command: its help, as asked
+                exc.show()
+            else:
+                typer.echo(usage_error_lines(exc), err=True)
+            return 2
+        except _CLICK.ClickException as exc:
+            typer.echo(f"error: {' '.join(exc.format_message().split())}", err=True)
             return exc.exit_code
-        except (_Stopped, KeyboardInterrupt, click.exceptions.Abort) as exc:
+        except (_Stopped, KeyboardInterrupt, typer.Abort) as exc:
             stop = exc.interrupt if isinstance(exc, _Stopped) else exc
             if not isinstance(stop, KeyboardInterrupt):
                 stop = KeyboardInterrupt()
