@@ -9,6 +9,7 @@ command that continues, with exit code 130 or 143 (:mod:`emogene_cli.interrupt`)
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib
 import os
 import shlex
@@ -64,6 +65,10 @@ def _click_exceptions():
 
 
 _CLICK = _click_exceptions()
+
+#: Errors of a folder that will not take files (no permission, read-only, full disk or quota).
+_WRITE_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
+_WRITE_HINT = "choose a writable folder (--home or EMOGENE_HOME for the store, -o for a video) or free some space"
 
 
 def usage_error_lines(exc) -> str:
@@ -155,6 +160,11 @@ def main(argv: list[str] | None = None) -> int:
         except EmogeneError as exc:
             typer.echo(f"error: {exc.one_line()}", err=True)
             return exc.exit_code
+        except OSError as exc:
+            if exc.errno not in _WRITE_ERRNOS or exc.filename is None:
+                raise
+            typer.echo(f"error: {exc.filename}: cannot write ({exc.strerror}): {_WRITE_HINT}", err=True)
+            return 2
         except typer.Exit as exc:
             return exc.exit_code
         except _CLICK.UsageError as exc:

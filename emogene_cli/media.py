@@ -76,6 +76,8 @@ def _check_file(path: str | Path) -> Path:
         raise InputError("not a file", path=path)
     if not os.access(path, os.R_OK):
         raise InputError("file is not readable (permission denied)", path=path)
+    if path.stat().st_size == 0:
+        raise InputError("empty file (0 bytes)", path=path)
     return path
 
 

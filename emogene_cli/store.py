@@ -26,6 +26,7 @@ import json
 import os
 import re
 import tempfile
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -52,6 +53,18 @@ def validate_name(name: str) -> str:
             "invalid identity name: use 1-64 letters, digits, '_' or '-'", path=name or "''"
         )
     return name
+
+
+def name_from_file(stem: str) -> str | None:
+    """An identity name made from a file name's stem, or None if nothing usable is left.
+
+    Accents are dropped (``Ñoño`` -> ``Nono``), every run of other characters (spaces,
+    dots, other scripts) becomes one ``_``, and the result is cut to 64 characters:
+    ``"clip of Ñoño ü"`` -> ``"clip_of_Nono_u"``.
+    """
+    ascii_stem = unicodedata.normalize("NFKD", stem).encode("ascii", "ignore").decode("ascii")
+    name = re.sub(r"[^A-Za-z0-9_-]+", "_", ascii_stem).strip("_-")[:64].strip("_-")
+    return name if NAME_PATTERN.match(name) else None
 
 
 def default_home() -> Path:
@@ -185,6 +198,27 @@ class Store:
 
     def __init__(self, home: str | Path | None = None) -> None:
         self.home = Path(home).expanduser() if home else default_home()
+
+    def require_writable(self) -> None:
+        """Check, before any work, that the store can take new files (creating ``home`` if needed).
+
+        Raises:
+            EmogeneError: the folder cannot be created or written (read-only, no permission,
+                a file in its place); names the folder and the option that picks another.
+        """
+        probe = None
+        try:
+            self.home.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(prefix=".write-check.", dir=self.home)
+            os.close(fd)
+        except OSError as exc:
+            raise EmogeneError(
+                f"the store is not writable ({exc.strerror or exc}): choose another folder with --home or EMOGENE_HOME",
+                path=self.home,
+            ) from exc
+        finally:
+            if probe is not None:
+                Path(probe).unlink(missing_ok=True)
 
     # identities -------------------------------------------------------------------------
     def identity_dir(self, name: str) -> Path:

@@ -8,56 +8,17 @@ one line on stderr naming the file, no traceback.
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from .conftest import DATA, MODELS, need_shared
+from .conftest import DATA, assert_clean_error, need_shared, run_cli
 
 pytestmark = pytest.mark.slow
-
-
-def run_cli(*args: str, home: Path, timeout: int = 900) -> subprocess.CompletedProcess:
-    env = dict(os.environ, EMOGENE_MODEL_DIR=str(MODELS), HF_HUB_OFFLINE="1", GLOG_minloglevel="2", COLUMNS="200")
-    env.pop("EMOGENE_HOME", None)
-    return subprocess.run(
-        [sys.executable, "-m", "emogene_cli", "--home", str(home), *args],
-        capture_output=True, text=True, env=env, timeout=timeout,
-    )
-
-
-def assert_clean_error(proc: subprocess.CompletedProcess, *phrases: str) -> str:
-    """Exit code 2, an ``error:`` line containing every phrase, and no traceback."""
-    assert proc.returncode == 2, (proc.returncode, proc.stdout[-2000:], proc.stderr[-2000:])
-    assert "Traceback" not in proc.stderr + proc.stdout
-    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
-    assert len(lines) == 1, proc.stderr
-    for phrase in phrases:
-        assert phrase in lines[0], lines[0]
-    return lines[0]
-
-
-@pytest.fixture(scope="session")
-def chain(tmp_path_factory):
-    """Run all four commands once into a fresh store; return (home, outputs)."""
-    need_shared()
-    home = tmp_path_factory.mktemp("store")
-    out = tmp_path_factory.mktemp("out")
-    results = {}
-    results["preprocess"] = run_cli("preprocess", str(DATA / "video" / "may_5s.mp4"), "--name", "may", "--size", "128", "--audio-features", "mel", home=home)
-    results["fit"] = run_cli("fit-identity", "may", "--preset", "tiny", "--device", "cpu", home=home)
-    results["ldm"] = run_cli("train-ldm", str(DATA / "mead"), "--epochs", "150", "--device", "cpu", home=home)
-    results["speak"] = run_cli(
-        "speak", str(DATA / "speech" / "radio31_8s.wav"), "--emotion", "happy", "-o", str(out / "happy.mp4"), "--preview", home=home
-    )
-    results["list"] = run_cli("list", home=home)
-    return home, out, results
 
 
 def test_chain_commands_succeed(chain):

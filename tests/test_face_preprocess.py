@@ -356,7 +356,14 @@ def test_failed_rerun_keeps_the_earlier_dataset(may_identity, bad_videos, model_
 
 
 def test_preprocess_needs_a_valid_name(tmp_path):
-    odd = tmp_path / "my clip.mp4"
+    """A file name with nothing usable as a name asks for --name; others are made into one."""
+    from emogene_cli.store import name_from_file
+
+    odd = tmp_path / "日本語.mp4"
     odd.write_bytes(b"")
     with pytest.raises(EmogeneError, match="--name"):
         preprocess_video(odd, store=Store(tmp_path / "home"))
+    assert name_from_file("my clip") == "my_clip"
+    assert name_from_file("Ñoño en el móvil (2).final") == "Nono_en_el_movil_2_final"
+    assert name_from_file("日本語") is None
+    assert len(name_from_file("x" * 100)) == 64

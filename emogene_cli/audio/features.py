@@ -74,15 +74,35 @@ def mel_features(audio: np.ndarray, num_frames: int, *, warp: float = 1.0) -> np
     return fit_length(logmel.astype(np.float32), 2 * num_frames)
 
 
-def pitch(audio: np.ndarray, num_frames: int) -> np.ndarray:
-    """f0 per video frame (Hz, 0 where unvoiced) with librosa's pYIN at hop 640 (25 Hz). ``[T]``."""
+#: pYIN runs on stretches of this many video frames (60 s), so that its memory does not grow
+#: with the length of the audio, each with ``PITCH_CONTEXT`` frames of audio on both sides.
+PITCH_CHUNK_FRAMES = 1500
+PITCH_CONTEXT = 25
+
+
+def pitch(audio: np.ndarray, num_frames: int, *, chunk_frames: int = PITCH_CHUNK_FRAMES) -> np.ndarray:
+    """f0 per video frame (Hz, 0 where unvoiced) with librosa's pYIN at hop 640 (25 Hz). ``[T]``.
+
+    Long audio goes through pYIN in stretches of ``chunk_frames`` frames (60 s) with one second
+    of context on each side, which is cut off again: frame ``i`` is centred on sample
+    ``i * 640`` in every stretch, and the peak memory stays that of one minute of audio
+    (pYIN on 10 minutes at once takes about 0.5 GB).
+    """
     import librosa
 
-    f0, voiced, _ = librosa.pyin(
-        audio.astype(np.float32), fmin=60, fmax=500, sr=SAMPLE_RATE, frame_length=1280, hop_length=SAMPLES_PER_FRAME, center=True
-    )
-    f0 = np.where(voiced & np.isfinite(f0), f0, 0.0).astype(np.float32)
-    return fit_length(f0, num_frames)
+    audio = np.asarray(audio, dtype=np.float32)
+    total = 1 + len(audio) // SAMPLES_PER_FRAME  # librosa's frame count with center=True
+    parts = []
+    for start in range(0, total, chunk_frames):
+        stop = min(total, start + chunk_frames)
+        a, b = max(0, start - PITCH_CONTEXT), min(total, stop + PITCH_CONTEXT)
+        segment = audio[a * SAMPLES_PER_FRAME : (b - 1) * SAMPLES_PER_FRAME + 1]
+        f0, voiced, _ = librosa.pyin(
+            segment, fmin=60, fmax=500, sr=SAMPLE_RATE, frame_length=1280, hop_length=SAMPLES_PER_FRAME, center=True
+        )
+        parts.append(np.where(voiced & np.isfinite(f0), f0, 0.0)[start - a : stop - a])
+    f0 = np.concatenate(parts) if parts else np.zeros(0)
+    return fit_length(f0.astype(np.float32), num_frames)
 
 
 def compute_audio_features(

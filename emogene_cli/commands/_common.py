@@ -26,10 +26,17 @@ class Device(str, Enum):
     cuda = "cuda"
 
 
-def get_store(ctx: typer.Context) -> Store:
-    """The store chosen by the global ``--home`` option (or the environment / default)."""
+def get_store(ctx: typer.Context, *, write: bool = False) -> Store:
+    """The store chosen by the global ``--home`` option (or the environment / default).
+
+    With ``write``, a store that cannot take new files is an error before any work starts
+    (:meth:`~emogene_cli.store.Store.require_writable`).
+    """
     obj = ctx.find_root().obj or {}
-    return Store(obj.get("home"))
+    store = Store(obj.get("home"))
+    if write:
+        store.require_writable()
+    return store
 
 
 def resolve_device(device: Device | str) -> str:

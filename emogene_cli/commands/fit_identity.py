@@ -41,7 +41,7 @@ def fit_identity_command(
     """
     from ..pipelines.fit import fit_identity
 
-    store = get_store(ctx)
+    store = get_store(ctx, write=True)
     dev = resolve_device(device)
     with progress_bars() as update:
         r = fit_identity(name, store=store, preset=preset.value, device=dev, resume=resume, seed=seed, a2m=a2m.value,

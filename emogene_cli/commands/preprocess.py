@@ -35,7 +35,7 @@ def preprocess_command(
     """
     from ..pipelines.preprocess import preprocess_video
 
-    store = get_store(ctx)
+    store = get_store(ctx, write=True)
     dev = resolve_device(device)
     with progress_bars() as update:
         result = preprocess_video(
@@ -48,6 +48,8 @@ def preprocess_command(
         ("frames", f"{result.frames} at 25 fps"),
         ("seconds", f"{result.seconds:.1f}"),
         ("face found", f"{result.face_found_fraction:.1%} of frames"),
+        *([("faces in view", f"{result.faces_in_view}; the largest is used (crop the video to choose another)")]
+          if result.faces_in_view > 1 else []),
         ("crop box", f"x={x} y={y} side={w} px (source) -> {result.size}x{result.size}"),
         ("audio features", result.feature_kind + (f" ({result.feature_note})" if result.feature_note else "")),
     ] + paths_rows(result.paths)

@@ -53,7 +53,7 @@ def train_a2m_command(
     """
     from ..motion import AugmentConfig, train_generic_a2m
 
-    store = get_store(ctx)
+    store = get_store(ctx, write=True)
     dev = resolve_device(device)
     val: int | list[str] | None = None
     if val_people is not None:

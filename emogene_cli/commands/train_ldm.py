@@ -26,7 +26,7 @@ def train_ldm_command(
     """
     from ..emotion import train_ldm
 
-    store = get_store(ctx)
+    store = get_store(ctx, write=True)
     dev = resolve_device(device)
     with progress_bars() as update:
         report = train_ldm(data_dir, store=store, epochs=epochs, device=dev, seed=seed, progress=update)

@@ -2,7 +2,7 @@
 
 Usage::
 
-    box = find_crop_box(Path("talk.mp4"), media.probe("talk.mp4"))   # (x, y, side, side) source pixels
+    box, faces = find_crop_box(Path("talk.mp4"), media.probe("talk.mp4"))   # (x, y, side, side) source pixels
 
 :func:`choose_crop_box` is pure (boxes in, box out); :func:`find_crop_box` scans the video at
 5 fps with MediaPipe to get the boxes.
@@ -22,6 +22,7 @@ from ..store import Store
 from .tracking import track_frames
 
 SCAN_EVERY = 5  # the crop scan looks at every 5th frame (5 fps)
+SCAN_FACES = 4  # faces the crop scan looks for in each frame (the largest is the person)
 
 Progress = Callable[[str, int, int], None]
 
@@ -88,11 +89,15 @@ def find_crop_box(
     model_dir: str | Path | None = None,
     store: Store | None = None,
     progress: Progress | None = None,
-) -> tuple[int, int, int, int]:
+) -> tuple[tuple[int, int, int, int], int]:
     """Scan every 5th frame (5 fps) of ``video`` for the face and choose the clip's crop box.
 
+    Where several people are in view, the face that is largest when faces first appear is
+    followed through the scan (see :class:`~emogene_cli.face.tracking.FaceTracker`).
+
     Returns:
-        ``(x, y, side, side)`` in source pixels (see :func:`choose_crop_box`).
+        ``((x, y, side, side), faces_in_view)``: the box in source pixels (see
+        :func:`choose_crop_box`) and the most faces seen in one scanned frame.
 
     Raises:
         InputError: no face in any scanned frame.
@@ -105,8 +110,9 @@ def find_crop_box(
         model_file=model_dir,
         store=store,
         progress=(lambda done: progress("finding the face", done, max(total, done))) if progress else None,
+        num_faces=SCAN_FACES,
     )
     if not track.found.any():
         raise InputError("no face found in the video", path=video)
     boxes = np.stack([face_box(lm) for lm in track.landmarks[track.found]])
-    return choose_crop_box(boxes, (info.width, info.height))
+    return choose_crop_box(boxes, (info.width, info.height)), track.faces_in_view

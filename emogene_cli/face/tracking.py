@@ -76,12 +76,15 @@ class TrackResult:
         blendshapes: ``[T, 52]`` float32.
         transforms: ``[T, 4, 4]`` float32.
         found: ``[T]`` bool, True where MediaPipe found the face (False: filled in).
+        faces_in_view: the most faces seen in one frame (see :class:`FaceTracker`'s
+            ``num_faces``; with several, the tracked one is the largest at first sight).
     """
 
     landmarks: np.ndarray
     blendshapes: np.ndarray
     transforms: np.ndarray
     found: np.ndarray
+    faces_in_view: int = 1
 
     @property
     def found_fraction(self) -> float:
@@ -157,13 +160,18 @@ class _MediaPipeTask:
 
 
 class FaceTracker(_MediaPipeTask):
-    """MediaPipe Face Landmarker in VIDEO mode (one face, blendshapes and transform on).
+    """MediaPipe Face Landmarker in VIDEO mode (one face tracked, blendshapes and transform on).
+
+    With ``num_faces`` > 1 it looks for several faces and follows one: the largest when it
+    first sees faces, then in each frame the one nearest to where that face last was.
+    ``faces_in_view`` counts the most faces seen in one frame.
 
     Args:
         model_file: ``face_landmarker.task`` or a folder holding it; None to resolve it with
             :func:`~emogene_cli.modelfiles.resolve_model_file`.
         store: the store used to resolve/cache the model file.
         min_confidence: minimum detection / presence / tracking confidence.
+        num_faces: how many faces MediaPipe looks for in each frame.
 
     Raises:
         NotFoundError: the model file cannot be found.
@@ -171,7 +179,12 @@ class FaceTracker(_MediaPipeTask):
     """
 
     def __init__(
-        self, model_file: str | Path | None = None, *, store: Store | None = None, min_confidence: float = 0.5
+        self,
+        model_file: str | Path | None = None,
+        *,
+        store: Store | None = None,
+        min_confidence: float = 0.5,
+        num_faces: int = 1,
     ) -> None:
         from mediapipe.tasks.python import vision
         from mediapipe.tasks.python.core.base_options import BaseOptions
@@ -180,7 +193,7 @@ class FaceTracker(_MediaPipeTask):
         options = vision.FaceLandmarkerOptions(
             base_options=BaseOptions(model_asset_path=str(self.model_path)),
             running_mode=vision.RunningMode.VIDEO,
-            num_faces=1,
+            num_faces=num_faces,
             min_face_detection_confidence=min_confidence,
             min_face_presence_confidence=min_confidence,
             min_tracking_confidence=min_confidence,
@@ -188,6 +201,8 @@ class FaceTracker(_MediaPipeTask):
             output_facial_transformation_matrixes=True,
         )
         self._task = _create_task(vision.FaceLandmarker.create_from_options, options, self.model_path)
+        self.faces_in_view = 0
+        self._last_centre: np.ndarray | None = None
 
     def detect(self, rgb: np.ndarray, timestamp_ms: int) -> FaceResult | None:
         """Landmarks of the face in one video frame, or None if there is no face.
@@ -206,16 +221,31 @@ class FaceTracker(_MediaPipeTask):
             result = task.detect_for_video(_mp_image(rgb), int(timestamp_ms))
         if not result.face_landmarks:
             return None
-        lms = np.array([(p.x, p.y, p.z) for p in result.face_landmarks[0]], dtype=np.float32)
-        lms *= np.array([w, h, w], dtype=np.float32)
+        faces = [np.array([(p.x, p.y, p.z) for p in f], dtype=np.float32) * np.array([w, h, w], dtype=np.float32)
+                 for f in result.face_landmarks]
+        self.faces_in_view = max(self.faces_in_view, len(faces))
+        k = self._follow(faces)
+        lms = faces[k]
         blend = np.zeros(len(BLENDSHAPE_NAMES), dtype=np.float32)
-        if result.face_blendshapes:
-            scores = [c.score for c in result.face_blendshapes[0]]
+        if len(result.face_blendshapes) > k:
+            scores = [c.score for c in result.face_blendshapes[k]]
             blend[: len(scores)] = scores[: len(blend)]
         transform = np.eye(4, dtype=np.float32)
-        if result.facial_transformation_matrixes:
-            transform = np.asarray(result.facial_transformation_matrixes[0], dtype=np.float32).reshape(4, 4)
+        if len(result.facial_transformation_matrixes) > k:
+            transform = np.asarray(result.facial_transformation_matrixes[k], dtype=np.float32).reshape(4, 4)
         return FaceResult(landmarks=lms, blendshapes=blend, transform=transform)
+
+
+    def _follow(self, faces: list[np.ndarray]) -> int:
+        """Index of the face to track among ``faces`` (``[478, 3]`` pixels each); see the class."""
+        centres = np.stack([f[:, :2].mean(0) for f in faces])
+        if self._last_centre is None:
+            extents = [float(np.ptp(f[:, :2], axis=0).max()) for f in faces]
+            k = int(np.argmax(extents))
+        else:
+            k = int(np.argmin(np.linalg.norm(centres - self._last_centre, axis=1)))
+        self._last_centre = centres[k]
+        return k
 
 
 class PersonSegmenter(_MediaPipeTask):
@@ -342,6 +372,7 @@ def track_frames(
     model_file: str | Path | None = None,
     store: Store | None = None,
     progress: Callable[[int], None] | None = None,
+    num_faces: int = 1,
 ) -> TrackResult:
     """Track the face through a sequence of frames with a fresh :class:`FaceTracker`.
 
@@ -350,18 +381,21 @@ def track_frames(
         fps: their frame rate (timestamps are ``i * 1000 / fps`` ms).
         model_file, store: where the face model comes from (see :class:`FaceTracker`).
         progress: called with the number of frames done after each frame.
+        num_faces: faces looked for per frame; with several the largest is followed.
 
     Returns:
         :class:`TrackResult` (``[T, ...]`` arrays); frames without a face are filled by
         :func:`fill_missing` (all zeros / identity if no frame had a face).
     """
     builder = TrackBuilder()
-    with FaceTracker(model_file, store=store) as tracker:
+    with FaceTracker(model_file, store=store, num_faces=num_faces) as tracker:
         for i, rgb in enumerate(frames):
             builder.add(tracker.detect(rgb, round(i * 1000.0 / fps)))
             if progress is not None:
                 progress(i + 1)
-    return builder.build()
+        track = builder.build()
+        track.faces_in_view = tracker.faces_in_view
+    return track
 
 
 #: Frames are upscaled to at least this side before MediaPipe looks at them (a 64-pixel

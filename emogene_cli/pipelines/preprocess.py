@@ -46,7 +46,7 @@ from ..face import (
     split_head_torso,
 )
 from ..interrupt import held, note_kept
-from ..store import NAME_PATTERN, Store, save_artifact, validate_name
+from ..store import Store, name_from_file, save_artifact, validate_name
 
 FPS = media.FPS
 MIN_SECONDS = 2.0
@@ -72,6 +72,8 @@ class PreprocessResult:
         feature_kind: audio feature kind recorded with the dataset.
         paths: what was written: ``dataset``, ``frames``, ``images``, ``masks``, ``background``.
         feature_note: why that feature kind was chosen (for ``auto``), empty if nothing to say.
+        faces_in_view: the most faces seen in one frame; with several, the crop follows the
+            one that was largest when faces first appeared.
     """
 
     name: str
@@ -83,6 +85,7 @@ class PreprocessResult:
     feature_kind: str
     paths: dict[str, Path]
     feature_note: str = ""
+    faces_in_view: int = 1
 
 
 # --------------------------------------------------------------------------------------
@@ -91,13 +94,15 @@ class PreprocessResult:
 
 def _check_input(video: Path, name: str | None) -> tuple[str, media.MediaInfo]:
     """Validate the identity name and the video's streams and length; see preprocess_video."""
-    if name is None and not NAME_PATTERN.match(video.stem):
-        raise EmogeneError(
-            f"the file name {video.stem!r} is not a valid identity name: pass --name NAME "
-            "(1-64 letters, digits, '_' or '-')",
-            path=video,
-        )
-    name = validate_name(name or video.stem)
+    if name is None:
+        name = name_from_file(video.stem)
+        if name is None:
+            raise EmogeneError(
+                f"no identity name can be made from the file name {video.stem!r}: pass --name NAME "
+                "(1-64 letters, digits, '_' or '-')",
+                path=video,
+            )
+    name = validate_name(name)
     info = media.require_video(
         video, audio_hint="preprocess needs a video of the person talking; `emogene speak AUDIO --emotion EMOTION` takes audio",
     )
@@ -109,6 +114,13 @@ def _check_input(video: Path, name: str | None) -> tuple[str, media.MediaInfo]:
     if info.duration < MIN_SECONDS:
         raise InputError(f"clip too short to fit ({info.duration:.1f} s; need at least {MIN_SECONDS:g} s)", path=video)
     return name, info
+
+
+def _missing_spans(found: np.ndarray, most: int = 3) -> str:
+    """The stretches without a face as seconds, e.g. ``"1.0-3.0 s, 4.2-4.6 s"`` (``found``: ``[T]`` bool at 25 fps)."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[1], np.asarray(found, dtype=np.int8), [1]])))
+    spans = [f"{a / FPS:.1f}-{b / FPS:.1f} s" for a, b in zip(edges[::2], edges[1::2])]
+    return ", ".join(spans[:most]) + (f" and {len(spans) - most} more" if len(spans) > most else "")
 
 
 def _report(progress: Progress | None, label: str, done: int, total: int) -> None:
@@ -196,7 +208,8 @@ def preprocess_video(
     Args:
         video: the person talking, with sound, at least 2 s (resampled to 25 fps).
         store: the artifact store to write into.
-        name: identity name; default the file name's stem.
+        name: identity name; default the file name's stem made into one
+            (:func:`~emogene_cli.store.name_from_file`).
         size: side in pixels of the stored square frames.
         audio_features: ``"auto"``, ``"hubert"``, ``"mel"`` (see :mod:`emogene_cli.audio`).
         hubert: explicit HuBERT directory or hub id.
@@ -229,7 +242,7 @@ def preprocess_video(
         "hubert": hubert, "model_dir": model_dir, "device": device,
     }
 
-    box = find_crop_box(video, info, model_dir=model_dir, store=store, progress=progress)
+    box, faces_in_view = find_crop_box(video, info, model_dir=model_dir, store=store, progress=progress)
 
     ident_dir = store.identity_dir(name)
     ident_dir.mkdir(parents=True, exist_ok=True)
@@ -252,7 +265,9 @@ def preprocess_video(
         frac = track.found_fraction
         if frac < MIN_FACE_FRACTION:
             raise InputError(
-                f"a face was found in only {frac:.0%} of frames (need {MIN_FACE_FRACTION:.0%})", path=video
+                f"a face was found in only {frac:.0%} of frames (need {MIN_FACE_FRACTION:.0%}); none at "
+                f"{_missing_spans(track.found)}: cut those parts out (ffmpeg -ss/-to) or use a clip where the face stays in view",
+                path=video,
             )
 
         _report(progress, "audio features", 0, 1)
@@ -297,7 +312,7 @@ def preprocess_video(
         }
         extra = {
             "fps": str(FPS), "size": str(size), "source": str(video.resolve()), "iod": repr(iod),
-            "frames": str(T), "face_found_fraction": f"{frac:.4f}",
+            "frames": str(T), "face_found_fraction": f"{frac:.4f}", "faces_in_view": str(faces_in_view),
             "blendshape_names": json.dumps(list(BLENDSHAPE_NAMES)),
         }
         save_artifact(tmp_dataset, tensors, producer="preprocess", params=params, feature_kind=feats.kind, extra=extra)
@@ -321,6 +336,7 @@ def preprocess_video(
         crop_box=tuple(int(v) for v in box),
         size=size,
         feature_kind=feats.kind,
+        faces_in_view=faces_in_view,
         paths={
             "dataset": store.dataset_path(name),
             "frames": frames_dir,
