@@ -63,12 +63,14 @@ def test_hubert_path_through_from_pretrained(tmp_path):
 
 def test_missing_hubert_fails_fast_offline(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for var in ("EMOGENE_MODEL_DIR", "EMOGENE_WHISPER", "EMOGENE_HUBERT"):
+        monkeypatch.delenv(var, raising=False)
     start = time.perf_counter()
     with pytest.raises(NotFoundError):
         audio.load_hubert(str(tmp_path / "nothing-here"))
     assert time.perf_counter() - start < 5.0
     f = audio.compute_audio_features(tone(1.0), kind="auto", hubert=str(tmp_path / "nothing-here"))
-    assert f.kind == "mel" and "HuBERT unavailable" in f.note
+    assert f.kind == "mel" and "no Whisper or HuBERT weights" in f.note
 
 
 def test_audio_errors(tmp_path):

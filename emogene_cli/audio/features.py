@@ -1,12 +1,12 @@
-"""Audio loading and features: HuBERT (transformers) or log-mel + f0 (librosa).
+"""Audio loading and features: a Whisper or HuBERT encoder (transformers) or log-mel + f0 (librosa).
 
 Contracts (DESIGN.md, :mod:`.timing`): audio is 16 kHz mono, features run at 50 Hz, two
-feature frames per 25 fps video frame: ``features [2T, D]``. The feature kind (``"mel"`` or
-``"hubert:<model>"``) is recorded with every dataset and model; :func:`check_kind` turns a
-mismatch into a clear error.
+feature frames per 25 fps video frame: ``features [2T, D]``. The feature kind (``"mel"``,
+``"whisper:<model>:L<layer>"`` or ``"hubert:<model>"``) is recorded with every dataset and
+model; :func:`check_kind` turns a mismatch into a clear error.
 
-HuBERT weights are looked up by :mod:`.hubert`; without them ``kind="auto"`` falls back to
-log-mel + f0.
+Weights are looked up by :mod:`.whisper` and :mod:`.hubert`; ``kind="auto"`` takes Whisper,
+then HuBERT, then log-mel + f0, and says which (:func:`resolve_encoder`).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import numpy as np
 from ..errors import EmogeneError, MismatchError, NotFoundError
 from ..media import SAMPLE_RATE, read_audio
 from .hubert import DEFAULT_HUBERT, load_hubert
+from .whisper import DEFAULT_WHISPER, load_whisper
 from .timing import HOP, SAMPLES_PER_FRAME, fit_length, frames_for
 
 N_MELS = 80
@@ -29,9 +30,10 @@ class AudioFeatures:
     """Per-utterance audio features.
 
     Attributes:
-        features: ``[2T, D]`` float32 at 50 Hz (D = 80 for mel, 1024 for HuBERT large).
+        features: ``[2T, D]`` float32 at 50 Hz (D = 80 for mel, 512 for Whisper base,
+            1024 for HuBERT large).
         f0: ``[T]`` float32 fundamental frequency per video frame in Hz (0 = unvoiced).
-        kind: ``"mel"`` or ``"hubert:<model name>"``.
+        kind: ``"mel"``, ``"whisper:<model name>:L<layer>"`` or ``"hubert:<model name>"``.
         note: why this kind was chosen (for ``auto``), for the user.
     """
 
@@ -105,12 +107,75 @@ def pitch(audio: np.ndarray, num_frames: int, *, chunk_frames: int = PITCH_CHUNK
     return fit_length(f0.astype(np.float32), num_frames)
 
 
+def resolve_encoder(
+    kind: str = "auto",
+    *,
+    hubert: str | None = None,
+    whisper: str | None = None,
+    device: str = "cpu",
+    store_dir: Path | None = None,
+):
+    """Pick the speech encoder for a feature kind: ``(kind, encoder or None for mel, note)``.
+
+    Args:
+        kind: ``"auto"`` (Whisper if its weights resolve, then HuBERT, then log-mel + f0),
+            ``"whisper"``, ``"hubert"``, ``"mel"``, or an exact recorded kind such as
+            ``"whisper:whisper-base:L3"`` or ``"hubert:hubert-large-ls960-ft"`` (to match a
+            model; a Whisper kind names its layer, which is the one loaded).
+        hubert, whisper: explicit weights folders or hub ids (see :mod:`.hubert`, :mod:`.whisper`).
+        store_dir: the store's third-party model folder.
+
+    Returns:
+        The resolved kind, an encoder called as ``encoder(audio, num_frames) -> [2T, D]``
+        (None for mel), and one line for the user on what was chosen and why.
+
+    Raises:
+        NotFoundError: Whisper or HuBERT asked for (or recorded) and no weights load.
+        InputError: a Whisper folder that exists but is broken.
+        MismatchError: an exact kind whose model resolves to another one.
+        EmogeneError: an unknown kind.
+    """
+    if kind == "mel":
+        return "mel", None, ""
+    tried = []
+    if kind in ("auto", "whisper") or kind.startswith("whisper:"):
+        layer = int(kind.rsplit(":L", 1)[1]) if kind.startswith("whisper:") and ":L" in kind else None
+        try:
+            enc = load_whisper(whisper, device=device, store_dir=store_dir, layer=layer)
+        except NotFoundError:
+            if kind != "auto":
+                raise
+            tried.append("Whisper")
+        else:
+            if kind.startswith("whisper:") and enc.kind != kind:
+                raise MismatchError(f"the model expects audio features {kind!r} but Whisper resolved to {enc.kind!r}",
+                                    path=whisper or DEFAULT_WHISPER)
+            return enc.kind, enc, f"Whisper encoder layer {enc.layer} from {enc.name}"
+    if kind in ("auto", "hubert") or kind.startswith("hubert:"):
+        try:
+            enc = load_hubert(hubert, device=device, store_dir=store_dir)
+        except NotFoundError:
+            if kind != "auto":
+                raise
+            tried.append("HuBERT")
+        else:
+            if kind.startswith("hubert:") and enc.kind != kind:
+                raise MismatchError(f"the model expects audio features {kind!r} but HuBERT resolved to {enc.kind!r}",
+                                    path=hubert or DEFAULT_HUBERT)
+            why = " (no Whisper weights found; see --whisper)" if tried else ""
+            return enc.kind, enc, f"HuBERT from {enc.name}{why}"
+    if kind == "auto":
+        return "mel", None, "no Whisper or HuBERT weights found (see --whisper, --hubert); using log-mel + f0"
+    raise EmogeneError(f"unknown audio feature kind {kind!r} (use auto, whisper, hubert or mel)", path="--audio-features")
+
+
 def compute_audio_features(
     audio: np.ndarray,
     *,
     num_frames: int | None = None,
     kind: str = "auto",
     hubert: str | None = None,
+    whisper: str | None = None,
     device: str = "cpu",
     store_dir: Path | None = None,
 ) -> AudioFeatures:
@@ -119,30 +184,16 @@ def compute_audio_features(
     Args:
         num_frames: video frames T to cover (default :func:`frames_for`); features are
             trimmed/padded to exactly ``2T`` rows and f0 to ``T``.
-        kind: ``"auto"`` (HuBERT if weights resolve, else mel), ``"hubert"``, ``"mel"``, or an
-            exact recorded kind such as ``"hubert:hubert-large-ls960-ft"`` (to match a model).
-        hubert: explicit HuBERT directory or hub id.
-        store_dir: the store's third-party model folder, searched for ``hubert/``.
+        kind, hubert, whisper, store_dir: which encoder (see :func:`resolve_encoder`).
 
     Raises:
-        NotFoundError: ``kind="hubert"`` and no weights load.
-        EmogeneError: an unknown kind.
+        the errors of :func:`resolve_encoder`.
     """
     T = num_frames or frames_for(audio)
+    kind, encoder, note = resolve_encoder(kind, hubert=hubert, whisper=whisper, device=device, store_dir=store_dir)
     f0 = pitch(audio, T)
-    if kind == "mel":
-        return AudioFeatures(mel_features(audio, T), f0, "mel")
-    if kind in ("auto", "hubert") or kind.startswith("hubert:"):
-        try:
-            enc = load_hubert(hubert, device=device, store_dir=store_dir)
-        except NotFoundError:
-            if kind != "auto":
-                raise
-            return AudioFeatures(mel_features(audio, T), f0, "mel", note="HuBERT unavailable (no weights found; see --hubert); using log-mel + f0")
-        if kind.startswith("hubert:") and enc.kind != kind:
-            raise MismatchError(f"the model expects audio features {kind!r} but HuBERT resolved to {enc.kind!r}", path=hubert or DEFAULT_HUBERT)
-        return AudioFeatures(enc(audio, T), f0, enc.kind, note=f"HuBERT from {enc.name}")
-    raise EmogeneError(f"unknown audio feature kind {kind!r} (use auto, hubert or mel)")
+    features = mel_features(audio, T) if encoder is None else encoder(audio, T)
+    return AudioFeatures(features, f0, kind, note=note)
 
 
 def check_kind(expected: str, got: str, path: str | Path) -> None:

@@ -1,15 +1,12 @@
 """HuBERT (``transformers.HubertModel``) as an audio feature extractor, resolved offline first.
 
-Weights are looked up without ever waiting on the network: an explicit path or name,
-``$EMOGENE_HUBERT``, ``$EMOGENE_MODEL_DIR/hubert``, ``<store>/models/third_party/hubert``, the
-Hugging Face cache (``local_files_only=True``), and only then the hub, and the hub only when
-it answers a 1-second connection test and ``HF_HUB_OFFLINE`` is unset.
+Weights are looked up without ever waiting on the network (:mod:`.weights`): an explicit
+path or name, ``$EMOGENE_HUBERT``, ``$EMOGENE_MODEL_DIR/hubert``,
+``<store>/models/third_party/hubert``, the Hugging Face cache, then the hub if it answers.
 """
 
 from __future__ import annotations
 
-import os
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -17,44 +14,14 @@ import numpy as np
 from ..errors import NotFoundError
 from ..media import SAMPLE_RATE
 from .timing import fit_length
+from .weights import quiet_transformers, weight_candidates
 
 DEFAULT_HUBERT = "facebook/hubert-large-ls960-ft"
 
 
-def _hub_reachable(timeout: float = 1.0) -> bool:
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
-        return False
-    try:
-        with socket.create_connection(("huggingface.co", 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
 def hubert_candidates(explicit: str | None = None, store_dir: Path | None = None) -> list[tuple[str, bool]]:
     """Where HuBERT weights are looked for, in order: ``(path or hub id, local_files_only)``."""
-    out: list[tuple[str, bool]] = []
-    if explicit:
-        out.append((explicit, True))
-    env = os.environ.get("EMOGENE_HUBERT")
-    if env:
-        out.append((env, True))
-    model_dir = os.environ.get("EMOGENE_MODEL_DIR")
-    if model_dir and (Path(model_dir) / "hubert").is_dir():
-        out.append((str(Path(model_dir) / "hubert"), True))
-    if store_dir is not None and (store_dir / "hubert").is_dir():
-        out.append((str(store_dir / "hubert"), True))
-    name = explicit if explicit and not Path(explicit).exists() else DEFAULT_HUBERT
-    out.append((name, True))  # Hugging Face cache
-    if _hub_reachable():
-        out.append((name, False))
-    # keep order, drop duplicates
-    seen, uniq = set(), []
-    for item in out:
-        if item not in seen:
-            seen.add(item)
-            uniq.append(item)
-    return uniq
+    return weight_candidates(explicit, env_var="EMOGENE_HUBERT", folder="hubert", default_id=DEFAULT_HUBERT, store_dir=store_dir)
 
 
 class HubertEncoder:
@@ -70,13 +37,10 @@ class HubertEncoder:
     """
 
     def __init__(self, source: str, device: str = "cpu", local_files_only: bool = True) -> None:
-        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         import torch
         from transformers import HubertModel
-        from transformers.utils import logging as hf_logging
 
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()  # its tqdm bar would cut through our rich progress bars
+        quiet_transformers()
         try:
             self.model = HubertModel.from_pretrained(source, local_files_only=local_files_only).eval().to(device)
         except Exception as exc:

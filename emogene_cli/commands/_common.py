@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from enum import Enum
 from pathlib import Path
 from typing import Callable, Iterator
@@ -24,6 +25,36 @@ class Device(str, Enum):
     auto = "auto"
     cpu = "cpu"
     cuda = "cuda"
+
+
+class AudioFeatureKind(str, Enum):
+    """``--audio-features``: which speech features audio-to-motion reads (see emogene_cli.audio)."""
+
+    auto = "auto"
+    whisper = "whisper"
+    hubert = "hubert"
+    mel = "mel"
+
+
+AUDIO_FEATURES_HELP = (
+    "auto: the Whisper encoder when its weights resolve, then HuBERT, else log-mel + f0 (one line says which). "
+    "Must match the models it will drive."
+)
+WHISPER_HELP = (
+    "Whisper weights: a folder (config.json, preprocessor_config.json, model.safetensors) or hub id; "
+    "the same as $EMOGENE_WHISPER (default: $EMOGENE_MODEL_DIR/whisper-base, the store, the HF cache, "
+    "then openai/whisper-base from the hub)."
+)
+
+
+def use_whisper(whisper: str | None) -> None:
+    """Make ``--whisper`` the first place Whisper weights are looked for in this process.
+
+    The option is the command-line form of ``$EMOGENE_WHISPER`` (see
+    :mod:`emogene_cli.audio.whisper`), so every stage that loads the encoder sees it.
+    """
+    if whisper:
+        os.environ["EMOGENE_WHISPER"] = str(whisper)
 
 
 def get_store(ctx: typer.Context, *, write: bool = False) -> Store:

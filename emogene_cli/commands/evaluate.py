@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from ..emotions import EMOTIONS
-from ._common import Device, console, get_store, paths_rows, progress_bars, resolve_device, summary_table
+from ._common import WHISPER_HELP, Device, console, get_store, paths_rows, progress_bars, resolve_device, summary_table, use_whisper
 
 
 def _value(v: Any) -> str:
@@ -64,6 +64,7 @@ def evaluate_command(
     seconds_per_emotion: Annotated[float, typer.Option(min=0.2, help="Seconds rendered per emotion.")] = 3.0,
     seed: Annotated[int, typer.Option(help="Random seed (latent samples, blinks, poses).")] = 0,
     hubert: Annotated[Optional[str], typer.Option(help="HuBERT weights folder, when the identity was fitted with HuBERT features.")] = None,
+    whisper: Annotated[Optional[str], typer.Option(help=WHISPER_HELP)] = None,
     device: Annotated[Device, typer.Option(help="Where to run the models and render.")] = Device.auto,
 ) -> None:
     """Measure a fitted identity (reconstruction, lip sync, emotion, idle poses); writes JSON and an HTML report.
@@ -77,6 +78,7 @@ def evaluate_command(
     from ..pipelines.evaluate import evaluate_identity
 
     store = get_store(ctx)
+    use_whisper(whisper)
     dev = resolve_device(device)
     chosen = [e.strip() for e in emotions.split(",") if e.strip()] if emotions else None
     with progress_bars(transient=True) as update:

@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from ._common import Device, console, get_store, paths_rows, progress_bars, resolve_device, summary_table
-
-
-class FeatureKind(str, Enum):
-    auto = "auto"
-    hubert = "hubert"
-    mel = "mel"
+from ._common import AUDIO_FEATURES_HELP, WHISPER_HELP, AudioFeatureKind, Device, console, get_store, paths_rows, progress_bars, resolve_device, summary_table, use_whisper
 
 
 def preprocess_command(
@@ -22,7 +15,8 @@ def preprocess_command(
     video: Annotated[Path, typer.Argument(help="A video of one person talking to the camera, with sound (a few minutes is best).")],
     name: Annotated[Optional[str], typer.Option(help="Identity name, [A-Za-z0-9_-]{1,64} (default: the file's stem).")] = None,
     size: Annotated[int, typer.Option(min=64, max=2048, help="Side of the square face crop, pixels.")] = 512,
-    audio_features: Annotated[FeatureKind, typer.Option(help="auto: HuBERT when its weights resolve, else log-mel + f0.")] = FeatureKind.auto,
+    audio_features: Annotated[AudioFeatureKind, typer.Option(help=AUDIO_FEATURES_HELP)] = AudioFeatureKind.auto,
+    whisper: Annotated[Optional[str], typer.Option(help=WHISPER_HELP)] = None,
     hubert: Annotated[Optional[str], typer.Option(help="HuBERT weights: a local folder or hub id (default: $EMOGENE_HUBERT, the store, the HF cache).")] = None,
     model_dir: Annotated[Optional[str], typer.Option(help="Folder with face_landmarker.task and selfie_segmentation.tflite (default: $EMOGENE_MODEL_DIR, the store, or download).")] = None,
     device: Annotated[Device, typer.Option(help="Device for HuBERT.")] = Device.auto,
@@ -36,6 +30,7 @@ def preprocess_command(
     from ..pipelines.preprocess import preprocess_video
 
     store = get_store(ctx, write=True)
+    use_whisper(whisper)
     dev = resolve_device(device)
     with progress_bars() as update:
         result = preprocess_video(

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from ..emotions import EMOTIONS
-from ._common import Device, console, data_table, get_store, print_warnings, progress_bars, resolve_device, summary_table
+from ._common import WHISPER_HELP, Device, console, data_table, get_store, print_warnings, progress_bars, resolve_device, summary_table, use_whisper
 
 if TYPE_CHECKING:  # the emotion package loads torch: only when a command runs, not for --help
     from ..emotion import TrackRow
@@ -36,6 +36,7 @@ def speak_command(
     temperature: Annotated[float, typer.Option(min=0.0, help="Sampling temperature of the audio-to-motion VAE (GeneFace++: 0.2).")] = 0.2,
     seed: Annotated[int, typer.Option(help="Random seed (latent sample, blinks, pose start).")] = 0,
     hubert: Annotated[Optional[str], typer.Option(help="HuBERT weights folder, when the identity was fitted with HuBERT features.")] = None,
+    whisper: Annotated[Optional[str], typer.Option(help=WHISPER_HELP)] = None,
     device: Annotated[Device, typer.Option(help="Where to run the models and render.")] = Device.auto,
     landmarks_only: Annotated[bool, typer.Option("--landmarks-only", help="Write only the driving landmarks (no renderer needed): a preprocessed identity without its own model is driven by the generic audio-to-motion model (emogene train-a2m).")] = False,
 ) -> None:
@@ -48,6 +49,7 @@ def speak_command(
     from ..pipelines.speak import speak
 
     store = get_store(ctx)
+    use_whisper(whisper)
     dev = resolve_device(device)
 
     def show_track(rows: list[TrackRow], warnings: list[str], seconds: float) -> None:

@@ -9,19 +9,13 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from ._common import Device, console, get_store, progress_bars, resolve_device
+from ._common import AUDIO_FEATURES_HELP, WHISPER_HELP, AudioFeatureKind, Device, console, get_store, progress_bars, resolve_device, use_whisper
 
 
 class Preset(str, Enum):
     tiny = "tiny"
     quick = "quick"
     full = "full"
-
-
-class Features(str, Enum):
-    auto = "auto"
-    hubert = "hubert"
-    mel = "mel"
 
 
 def _fmt(v, spec: str = ".2f") -> str:
@@ -35,7 +29,8 @@ def train_a2m_command(
     preset: Annotated[Preset, typer.Option(help="quick: CPU-sized VAE (hidden 64, one residual block); full: GeneFace++ sizes for a GPU; tiny: tests.")] = Preset.quick,
     val_people: Annotated[Optional[str], typer.Option("--val-people", help="People held out for validation: a number (chosen at random with --seed) or comma-separated names. Default 2 of 4 or more people.")] = None,
     augment: Annotated[int, typer.Option(min=0, help="Voice-changed copies of each training clip (pitch, vocal-tract length, speed, noise); 0 for none.")] = 8,
-    audio_features: Annotated[Features, typer.Option(help="HuBERT when its weights resolve (auto), else log-mel + f0; must match the identities it will drive.")] = Features.auto,
+    audio_features: Annotated[AudioFeatureKind, typer.Option(help=AUDIO_FEATURES_HELP)] = AudioFeatureKind.auto,
+    whisper: Annotated[Optional[str], typer.Option(help=WHISPER_HELP)] = None,
     hubert: Annotated[Optional[str], typer.Option(help="HuBERT weights folder or hub id.")] = None,
     baseline: Annotated[bool, typer.Option("--baseline/--no-baseline", help="Also train the person-only baseline and show it next to the generic model.")] = True,
     sync_align: Annotated[bool, typer.Option("--sync-align/--no-sync-align", help="Move each training clip's video against its audio by its offset from the other people's consensus (estimated, at most 4 frames) before training.")] = True,
@@ -54,6 +49,7 @@ def train_a2m_command(
     from ..motion import AugmentConfig, train_generic_a2m
 
     store = get_store(ctx, write=True)
+    use_whisper(whisper)
     dev = resolve_device(device)
     val: int | list[str] | None = None
     if val_people is not None:

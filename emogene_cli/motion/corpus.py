@@ -40,8 +40,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .. import geometry
-from ..audio import AudioFeatures, load_audio, load_hubert, mel_features, pitch
-from ..errors import EmogeneError, InputError, MismatchError, NotFoundError
+from ..audio import AudioFeatures, load_audio, mel_features, pitch, resolve_encoder
+from ..errors import InputError, NotFoundError
 from ..face import CACHE_VERSION, cached_track, choose_crop_box, face_box, read_cache, source_stamp
 from ..media import SAMPLE_RATE
 from ..store import Store, save_artifact
@@ -160,9 +160,10 @@ def default_val_count(n_people: int) -> int:
 
 
 class FeatureExtractor:
-    """Audio features of one kind for many clips, loading HuBERT once.
+    """Audio features of one kind for many clips, loading the speech encoder once.
 
-    ``kind`` is ``"mel"`` or ``"hubert:<model>"`` (resolved; see :func:`create`).
+    ``kind`` is ``"mel"``, ``"whisper:<model>:L<layer>"`` or ``"hubert:<model>"`` (resolved;
+    see :func:`create`).
     """
 
     def __init__(self, kind: str, encoder=None, note: str = "") -> None:
@@ -171,27 +172,24 @@ class FeatureExtractor:
         self.note = note
 
     @classmethod
-    def create(cls, kind: str = "auto", *, hubert: str | None = None, device: str = "cpu", store: Store | None = None) -> "FeatureExtractor":
-        """Resolve ``auto`` / ``hubert`` / ``mel`` / an exact kind as :func:`emogene_cli.audio.compute_audio_features` does.
+    def create(
+        cls,
+        kind: str = "auto",
+        *,
+        hubert: str | None = None,
+        whisper: str | None = None,
+        device: str = "cpu",
+        store: Store | None = None,
+    ) -> "FeatureExtractor":
+        """Resolve ``auto`` / ``whisper`` / ``hubert`` / ``mel`` / an exact kind (:func:`emogene_cli.audio.resolve_encoder`).
 
         Raises:
-            NotFoundError: HuBERT asked for and no weights load.
-            EmogeneError: an unknown kind.
+            the errors of :func:`~emogene_cli.audio.resolve_encoder`.
         """
-        if kind == "mel":
-            return cls("mel")
-        if kind in ("auto", "hubert") or kind.startswith("hubert:"):
-            try:
-                enc = load_hubert(hubert, device=device, store_dir=store.third_party_dir if store else None)
-            except NotFoundError:
-                if kind != "auto":
-                    raise
-                return cls("mel", note="HuBERT unavailable (no weights found; see --hubert); using log-mel + f0")
-            if kind.startswith("hubert:") and enc.kind != kind:
-
-                raise MismatchError(f"audio features {kind!r} were asked for but HuBERT resolved to {enc.kind!r}", path=hubert or "hubert")
-            return cls(enc.kind, enc, note=f"HuBERT from {enc.name}")
-        raise EmogeneError(f"unknown audio feature kind {kind!r} (use auto, hubert or mel)", path="--audio-features")
+        kind, encoder, note = resolve_encoder(
+            kind, hubert=hubert, whisper=whisper, device=device, store_dir=store.third_party_dir if store else None
+        )
+        return cls(kind, encoder, note=note)
 
     @property
     def slug(self) -> str:

@@ -1,0 +1,56 @@
+"""Where a pretrained speech encoder's weights are looked for, offline first.
+
+Order, for an encoder whose folder is called ``folder`` and whose hub id is ``default_id``:
+an explicit path or name (a command's option), the environment variable ``env_var``,
+``$EMOGENE_MODEL_DIR/<folder>``, ``<store>/models/third_party/<folder>``, the Hugging Face
+cache (``local_files_only=True``), and only then the hub, and the hub only when it answers a
+1-second connection test and ``HF_HUB_OFFLINE`` is unset.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+
+def hub_reachable(timeout: float = 1.0) -> bool:
+    """True when huggingface.co answers within ``timeout`` seconds and ``HF_HUB_OFFLINE`` is unset."""
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    try:
+        with socket.create_connection(("huggingface.co", 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def weight_candidates(
+    explicit: str | None, *, env_var: str, folder: str, default_id: str, store_dir: Path | None = None
+) -> list[tuple[str, bool]]:
+    """The places to try, in order, as ``(path or hub id, local_files_only)``; see the module."""
+    out: list[tuple[str, bool]] = []
+    if explicit:
+        out.append((explicit, True))
+    env = os.environ.get(env_var)
+    if env:
+        out.append((env, True))
+    model_dir = os.environ.get("EMOGENE_MODEL_DIR")
+    if model_dir and (Path(model_dir) / folder).is_dir():
+        out.append((str(Path(model_dir) / folder), True))
+    if store_dir is not None and (store_dir / folder).is_dir():
+        out.append((str(store_dir / folder), True))
+    name = explicit if explicit and not Path(explicit).exists() else default_id
+    out.append((name, True))  # Hugging Face cache
+    if hub_reachable():
+        out.append((name, False))
+    return list(dict.fromkeys(out))  # keep the order, drop repeats
+
+
+def quiet_transformers() -> None:
+    """Silence transformers' warnings and progress bars (they cut through our rich bars)."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
