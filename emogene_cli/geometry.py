@@ -203,6 +203,17 @@ def mouth_opening(landmarks68: np.ndarray) -> np.ndarray:
     return np.linalg.norm(landmarks68[:, 62] - landmarks68[:, 66], axis=-1)
 
 
+def mouth_opening_iod(landmarks68: np.ndarray) -> np.ndarray:
+    """Inner-lip gap over the inter-ocular distance per frame, ``[T]``, for image landmarks.
+
+    For landmarks tracked in a video (``[T, 68, 2 or 3]`` pixels) whose face size changes with
+    the distance to the camera; the gap is :func:`mouth_opening`, the inter-ocular distance
+    that of the outer eye corners (points 36 and 45 of the 68).
+    """
+    iod = np.linalg.norm(landmarks68[:, 36, :2] - landmarks68[:, 45, :2], axis=-1)
+    return np.linalg.norm(landmarks68[:, 62, :2] - landmarks68[:, 66, :2], axis=-1) / np.maximum(iod, 1e-6)
+
+
 def fit_lift(sparse: np.ndarray, dense: np.ndarray, ridge: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
     """Ridge regression from 68-point motion to 478-point motion: ``dense ≈ W sparse + b``.
 

@@ -51,6 +51,7 @@ def evaluated(fitted_may, tmp_path_factory):
         mp.setenv("EMOGENE_MODEL_DIR", str(MODELS))
         result = evaluate_identity(
             "may", store=fitted_may, emotions=["happy", "sad"], seconds_per_emotion=1.0,
+            reference=DATA / "talking" / "vox_woman_5s.mp4", reference_seconds=2.0,
             json_path=out / "eval.json", report_path=out / "eval.html", progress=lambda *a: calls.append(a),
         )
     return result, calls
@@ -106,6 +107,25 @@ def test_evaluate_writes_every_figure(evaluated):
     assert {c[0] for c in calls} >= {"reconstruction", "audio-driven", "emotions"}
 
 
+def test_reference_lipsync_compares_three_mouths(evaluated):
+    """--reference: neutral and each emotion asked, rendered vs speaker / vs driving, driving vs speaker."""
+    result, _ = evaluated
+    ref = result.figures["reference_lipsync"]
+    assert ref["frames"] == 50 and ref["reference"].endswith("vox_woman_5s.mp4")
+    assert ref["face_found_reference"] > 0.9
+    assert list(ref["per_emotion"]) == ["neutral", "happy", "sad"]
+    for info in ref["per_emotion"].values():
+        for key in ("rendered_vs_speaker", "rendered_vs_driving", "driving_vs_speaker"):
+            d = info[key]
+            assert set(d) == {"r_lag0", "r_best", "best_lag", "std_ratio", "frames"}
+            assert abs(d["best_lag"]) <= 3 and d["frames"] > 0
+            assert not _finite(d["r_lag0"]) or -1 <= d["r_lag0"] <= d["r_best"] + 1e-9 <= 1 + 1e-9
+    on_disk = json.loads(result.json_path.read_text())
+    assert on_disk["reference_lipsync"]["per_emotion"]["happy"]["driving_vs_speaker"]["frames"] > 0
+    text = result.report_path.read_text()
+    assert "lip sync end to end" in text and "the driving landmarks and the rendered mouth" in text
+
+
 def test_evaluate_report_is_self_contained_html(evaluated):
     result, _ = evaluated
     text = result.report_path.read_text()
@@ -138,6 +158,8 @@ def test_evaluate_command_and_its_errors(fitted_may, tmp_path, capsys, monkeypat
     assert "m_lmd" in out.out and "19.7" in out.out and str(tmp_path / "e.json") in out.out
     assert (tmp_path / "e.json").is_file() and (tmp_path / "e.html").is_file()
 
+    assert main(["--home", home, "evaluate", "may", "--reference", str(tmp_path / "none.mp4")]) == 2
+    assert "none.mp4" in capsys.readouterr().err
     assert main(["--home", home, "evaluate", "nobody"]) == 2
     assert "not preprocessed" in capsys.readouterr().err
     assert main(["--home", home, "evaluate", "may", "--emotions", "grumpy"]) == 2
@@ -224,7 +246,7 @@ def test_preprocessed_only_speak_landmarks_and_render_error(preprocessed_only, t
     info = media.probe(out)
     assert info.has_audio and info.width == 128
     assert abs(len(list(media.read_frames(out))) - 100) <= 1  # 4 s at 25 fps
-    assert "generic audio-to-motion model" in capsys.readouterr().out
+    assert "generic (the store (train-a2m)" in " ".join(capsys.readouterr().out.split())
 
 
 def test_emotion_gain_calibration_on_a_fitted_identity(fitted_may, monkeypatch):

@@ -196,3 +196,21 @@ def test_nearest_emotion_picks_the_most_similar_real_change():
     real = {"happy": np.eye(52)[23] + np.eye(52)[24], "surprised": np.eye(52)[2] + np.eye(52)[20], "sad": np.eye(52)[0]}
     assert metrics.nearest_emotion(0.1 * real["surprised"] + 0.01 * real["happy"], real) == "surprised"
     assert metrics.nearest_emotion(np.zeros(52), real) is None
+
+
+def test_mouth_agreement_known_answers():
+    rng = np.random.default_rng(0)
+    real = np.convolve(rng.normal(size=300), np.ones(5) / 5, mode="same")
+    same = metrics.mouth_agreement(real, real)
+    assert same["r_lag0"] == pytest.approx(1.0) and same["best_lag"] == 0 and same["std_ratio"] == pytest.approx(1.0)
+    half = metrics.mouth_agreement(0.5 * real + 3.0, real)
+    assert half["r_lag0"] == pytest.approx(1.0) and half["std_ratio"] == pytest.approx(0.5)
+    late = metrics.mouth_agreement(np.concatenate([np.zeros(2), real[:-2]]), real)
+    assert late["best_lag"] == 2 and late["r_best"] > 0.99 > late["r_lag0"]
+    noise = metrics.mouth_agreement(rng.normal(size=300), real)
+    assert abs(noise["r_lag0"]) < 0.2
+    valid = np.ones(300, bool)
+    valid[100:120] = False
+    gaps = metrics.mouth_agreement(np.where(valid, real, 99.0), real, valid=valid)
+    assert gaps["frames"] == 280 and gaps["r_lag0"] == pytest.approx(1.0)
+    assert math.isnan(metrics.mouth_agreement(np.ones(10), real[:10])["r_lag0"])

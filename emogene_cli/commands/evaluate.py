@@ -51,6 +51,13 @@ def figures_table(figures: dict[str, Any], reference: dict[str, float]) -> Table
     if "lipsync_corr_neutral" in emo:
         table.add_row("emotion", "lipsync_corr_neutral", _value(emo["lipsync_corr_neutral"]), "")
         table.add_row("emotion", "lipsync_lag_neutral", _value(emo["lipsync_lag_neutral"]), "")
+    ref = figures.get("reference_lipsync", {})
+    for emotion, info in ref.get("per_emotion", {}).items():
+        for key, label in (("rendered_vs_speaker", "rendered vs speaker"), ("rendered_vs_driving", "rendered vs driving"),
+                           ("driving_vs_speaker", "driving vs speaker")):
+            d = info[key]
+            table.add_row("reference", f"{emotion}: {label} r lag 0 / best (lag) / std ratio",
+                          f"{_value(d['r_lag0'])} / {_value(d['r_best'])} ({d['best_lag']:+d}) / {_value(d['std_ratio'])}", "")
     return table
 
 
@@ -65,6 +72,8 @@ def evaluate_command(
     seed: Annotated[int, typer.Option(help="Random seed (latent samples, blinks, poses).")] = 0,
     hubert: Annotated[Optional[str], typer.Option(help="HuBERT weights folder, when the identity was fitted with HuBERT features.")] = None,
     whisper: Annotated[Optional[str], typer.Option(help=WHISPER_HELP)] = None,
+    reference: Annotated[Optional[Path], typer.Option(help="A real talking video of another person: drive the identity with its sound and compare the rendered mouth with that person's real mouth and with the driving landmarks (neutral and --emotions, default neutral and happy).")] = None,
+    reference_seconds: Annotated[float, typer.Option(min=1.0, help="Seconds of --reference used (from its start).")] = 8.0,
     device: Annotated[Device, typer.Option(help="Where to run the models and render.")] = Device.auto,
 ) -> None:
     """Measure a fitted identity (reconstruction, lip sync, emotion, idle poses); writes JSON and an HTML report.
@@ -84,7 +93,8 @@ def evaluate_command(
     with progress_bars(transient=True) as update:
         r = evaluate_identity(
             name, store=store, audio=audio, device=dev, emotions=chosen, seconds_per_emotion=seconds_per_emotion,
-            seed=seed, hubert=hubert, json_path=json_out, report_path=report, progress=update,
+            seed=seed, hubert=hubert, reference=reference, reference_seconds=reference_seconds, json_path=json_out,
+            report_path=report, progress=update,
         )
     console.print(figures_table(r.figures, PAPER_REFERENCE))
     f = r.figures

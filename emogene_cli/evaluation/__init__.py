@@ -16,11 +16,14 @@ plots, the page). Running the measurements on a fitted identity is the stage
 from . import metrics
 from .metrics import emotion_strength, psnr, psnr_from_mse, ssim
 from .perceptual import lpips_distance, lpips_status
-from .report import PANEL, PLOT_TITLE, frame_grid, lipsync_plot, lipsync_report_html, png_base64, report_html, report_plots
+from .report import (
+    PANEL, PLOT_TITLE, REFERENCE_PLOT_TITLE, frame_grid, lipsync_plot, lipsync_report_html, png_base64, reference_lipsync_plot,
+    report_html, report_plots,
+)
 from .result import PAPER_REFERENCE, EvaluationResult, json_ready
 
 __all__ = [
-    "PANEL", "PAPER_REFERENCE", "PLOT_TITLE", "EvaluationResult", "emotion_strength", "frame_grid", "json_ready",
+    "PANEL", "PAPER_REFERENCE", "PLOT_TITLE", "REFERENCE_PLOT_TITLE", "EvaluationResult", "emotion_strength", "frame_grid", "json_ready",
     "lipsync_plot", "lipsync_report_html", "lpips_distance", "lpips_status", "metrics", "png_base64", "psnr",
-    "psnr_from_mse", "report_html", "report_plots", "ssim",
+    "psnr_from_mse", "reference_lipsync_plot", "report_html", "report_plots", "ssim",
 ]

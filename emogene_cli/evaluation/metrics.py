@@ -278,6 +278,43 @@ def lipsync_correlation(mouth_open: np.ndarray, envelope: np.ndarray, max_lag: i
 # head pose
 
 
+def mouth_agreement(
+    mouth: np.ndarray, reference: np.ndarray, *, valid: np.ndarray | None = None, max_lag: int = 3
+) -> dict[str, float]:
+    """How well one mouth-opening series follows another (e.g. a rendered mouth and a real speaker's).
+
+    Args:
+        mouth, reference: ``[T]`` mouth opening per video frame (25 fps), the same units
+            (e.g. inter-ocular distances, :func:`emogene_cli.geometry.mouth_opening_iod`).
+        valid: ``[T]`` bool, frames where both were measured (a face found); default all.
+        max_lag: lags searched for the best correlation, in frames (3 = 120 ms).
+
+    Returns:
+        ``r_lag0`` (Pearson r at lag 0), ``r_best`` and ``best_lag`` (the best within ±``max_lag``;
+        positive: ``mouth`` moves after ``reference``, see :func:`lipsync_correlation`),
+        ``std_ratio`` (``std(mouth) / std(reference)``: below 1 the mouth moves less) and
+        ``frames`` used. NaN where a series is constant or fewer than 3 frames remain.
+    """
+    m = np.asarray(mouth, dtype=np.float64).reshape(-1)
+    r = np.asarray(reference, dtype=np.float64).reshape(-1)
+    if m.shape != r.shape:
+        raise ValueError(f"mouth_agreement: lengths differ, {m.shape} vs {r.shape}")
+    keep = np.ones(len(m), bool) if valid is None else np.asarray(valid, bool)
+    # frames without a measurement are filled from the neighbours so that lags stay aligned
+    if not keep.all() and keep.sum() >= 3:
+        idx = np.arange(len(m))
+        m, r = np.interp(idx, idx[keep], m[keep]), np.interp(idx, idx[keep], r[keep])
+    if keep.sum() < 3:
+        nan = float("nan")
+        return {"r_lag0": nan, "r_best": nan, "best_lag": 0, "std_ratio": nan, "frames": int(keep.sum())}
+    best, lag = lipsync_correlation(m, r, max_lag=max_lag)
+    sd = r[keep].std()
+    return {
+        "r_lag0": _pearson(m[keep], r[keep]), "r_best": best, "best_lag": int(lag),
+        "std_ratio": float(m[keep].std() / sd) if sd > 1e-12 else float("nan"), "frames": int(keep.sum()),
+    }
+
+
 def pose_velocity_acceleration(
     poses: np.ndarray, mask: np.ndarray | None = None, *, face_size: float = 1.0
 ) -> dict[str, float]:

@@ -187,6 +187,20 @@ def report_html(figures: dict[str, Any], grids: list[tuple[str, str]], plots: li
                      "<th>blendshape deltas</th><th>face found</th></tr>" + rows + "</table>")
     elif emo:
         parts.append(f"<h3>emotion</h3><p>{_fmt(emo.get('skipped', ''))}</p>")
+    ref = figures.get("reference_lipsync", {})
+    if "per_emotion" in ref:
+        def cells(d: dict[str, Any]) -> str:
+            return (f"<td>{_fmt(d['r_lag0'])}</td><td>{_fmt(d['r_best'])} ({d['best_lag']:+d})</td>"
+                    f"<td>{_fmt(d['std_ratio'])}</td>")
+        rows = "".join(
+            f"<tr><td>{html.escape(e)}</td>{cells(v['rendered_vs_speaker'])}{cells(v['rendered_vs_driving'])}"
+            f"{cells(v['driving_vs_speaker'])}<td>{_fmt(v['face_found_rendered'])}</td></tr>"
+            for e, v in ref["per_emotion"].items())
+        head = "<th>r lag 0</th><th>best r (lag)</th><th>std ratio</th>"
+        parts.append(f"<h3>lip sync end to end: {html.escape(ref['reference'])}, {ref['seconds']:.1f} s</h3>"
+                     f"<p>{html.escape(ref['note'])}</p><table><tr><th></th><th colspan=3>rendered vs the real speaker</th>"
+                     "<th colspan=3>rendered vs the driving landmarks</th><th colspan=3>driving landmarks vs the real speaker</th>"
+                     f"<th></th></tr><tr><th>emotion</th>{head}{head}{head}<th>face found (rendered)</th></tr>{rows}</table>")
     for title, b64 in grids + plots:
         parts.append(f"<h3>{html.escape(title)}</h3><img alt='{html.escape(title)}' src='data:image/png;base64,{b64}'>")
     parts.append("<h3>versions</h3><pre>" + html.escape(json.dumps(figures["versions"], indent=1)) + "</pre>")
@@ -221,6 +235,37 @@ def lipsync_plot(series: dict[str, np.ndarray], figures: dict[str, Any]) -> str:
 
 
 PLOT_TITLE = "Lip sync: predicted vs real mouth opening over the whole measured stretch (frames the model never trained on)"
+REFERENCE_PLOT_TITLE = "Lip sync end to end: the reference speaker's real mouth, the driving landmarks and the rendered mouth"
+
+
+def reference_lipsync_plot(series: dict[str, Any], figures: dict[str, Any]) -> str:
+    """A PNG (base64): per emotion, the reference speaker's, the driving and the rendered mouth opening.
+
+    Args:
+        series: ``{"speaker": [T], emotion: {"driving": [T], "rendered": [T]}}`` (inter-ocular
+            distances, 25 fps), as :func:`emogene_cli.pipelines.reference.reference_lipsync` returns.
+        figures: its figures (the r at lag 0 goes in each title).
+    """
+    from matplotlib.figure import Figure
+
+    emotions = [e for e in series if e != "speaker"]
+    fig = Figure(figsize=(9, 2.4 * len(emotions) + 0.4), dpi=90)
+    axes = np.atleast_1d(fig.subplots(len(emotions), 1, sharex=True))
+    speaker = series["speaker"]
+    for ax, emotion in zip(axes, emotions):
+        t = np.arange(len(series[emotion]["rendered"])) / 25.0
+        ax.plot(np.arange(len(speaker)) / 25.0, speaker, color="k", lw=1.2, label="reference speaker (real)")
+        ax.plot(t, series[emotion]["driving"], color="tab:blue", lw=1.0, label="driving landmarks")
+        ax.plot(t, series[emotion]["rendered"], color="tab:red", lw=1.2, label="rendered (re-detected)")
+        per = figures["per_emotion"][emotion]
+        ax.set_title(f"{emotion}: rendered vs speaker r {per['rendered_vs_speaker']['r_lag0']:.2f}, "
+                     f"rendered vs driving {per['rendered_vs_driving']['r_lag0']:.2f}, "
+                     f"driving vs speaker {per['driving_vs_speaker']['r_lag0']:.2f} (lag 0)", fontsize=9)
+        ax.set_ylabel("lip gap / IOD", fontsize=8)
+    axes[0].legend(fontsize=7, loc="upper right")
+    axes[-1].set_xlabel("seconds into the reference")
+    fig.tight_layout()
+    return _figure_png(fig)
 
 
 def lipsync_report_html(name: str, note: str, lip: dict[str, Any], series: dict[str, np.ndarray]) -> str:

@@ -50,14 +50,15 @@ from ..emotion import attach_calibration, load_ldm
 from ..emotions import EMOTIONS, parse_emotion
 from ..errors import EmogeneError, NotFoundError
 from ..evaluation import (
-    PAPER_REFERENCE, PLOT_TITLE, EvaluationResult, frame_grid, json_ready, lipsync_plot, lipsync_report_html, lpips_distance,
-    metrics, png_base64, report_html, report_plots,
+    PAPER_REFERENCE, PLOT_TITLE, REFERENCE_PLOT_TITLE, EvaluationResult, frame_grid, json_ready, lipsync_plot,
+    lipsync_report_html, lpips_distance, metrics, png_base64, reference_lipsync_plot, report_html, report_plots,
 )
 from ..face import BLENDSHAPE_NAMES, DETECT_SIZE, TrackResult, masked_mean, redetect
 from ..media import SAMPLE_RATE
 from ..motion import identity_lipsync
 from ..render import Speaker, compose_grid, evaluate_renderer, load_speaker
 from ..store import Store, atomic_write_bytes, load_artifact
+from .reference import reference_lipsync
 from .speak import plan_motion
 
 __all__ = ["evaluate_identity", "evaluate_lipsync_only"]
@@ -275,6 +276,8 @@ def evaluate_identity(
     idle_silence: float = 3.0,
     seed: int = 0,
     hubert: str | None = None,
+    reference: str | Path | None = None,
+    reference_seconds: float = 8.0,
     json_path: str | Path | None = None,
     report_path: str | Path | None = None,
     progress: Progress | None = None,
@@ -288,6 +291,11 @@ def evaluate_identity(
             silence, and the identity's own recording for the emotions).
         emotions: emotions to render (default all; ``neutral`` is always added as the reference).
         seconds_per_emotion: length of each emotion render.
+        reference: a real talking video of another person: the identity is driven by its sound
+            and the rendered mouth compared with that person's
+            (:func:`emogene_cli.pipelines.reference.reference_lipsync`), for neutral and the
+            ``emotions`` asked for (neutral and happy when none are), over its first
+            ``reference_seconds``.
         json_path, report_path: outputs (default ``identities/<name>/evaluation.json`` / ``.html``).
         progress: ``progress(label, done, total)``.
 
@@ -358,6 +366,19 @@ def evaluate_identity(
     figures["idle"], parts["idle"] = _idle(speaker, idle_audio, source, store, seed, hubert)
     seconds["idle"] = time.perf_counter() - t0
 
+    if reference is not None:
+        t0 = time.perf_counter()
+        ref_emotions = chosen if emotions else ["neutral", "happy"]
+        try:
+            ref_ldm = load_ldm(store, device) if len(ref_emotions) > 1 else None
+        except NotFoundError:
+            ref_ldm = None
+        figures["reference_lipsync"], parts["reference_lipsync"] = reference_lipsync(
+            speaker, reference, ref_emotions, store=store, ldm=ref_ldm, seconds=reference_seconds, device=device,
+            seed=seed, hubert=hubert, progress=progress,
+        )
+        seconds["reference_lipsync"] = time.perf_counter() - t0
+
     t0 = time.perf_counter()
     real = data.images[held]
     grids = [
@@ -371,6 +392,8 @@ def evaluate_identity(
         grid = compose_grid(list(shots.values()), list(shots))
         grids.append(("Emotions (middle frame), full resolution", png_base64(grid)))
     plots = report_plots(parts, figures) + [(PLOT_TITLE, lipsync_plot(parts["lipsync"], figures["lipsync"]))]
+    if "reference_lipsync" in parts:
+        plots.append((REFERENCE_PLOT_TITLE, reference_lipsync_plot(parts["reference_lipsync"], figures["reference_lipsync"])))
     page = report_html(figures, grids, plots)
     seconds["report"] = time.perf_counter() - t0
     figures["seconds"] = seconds
