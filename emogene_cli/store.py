@@ -39,6 +39,9 @@ from safetensors.numpy import save_file
 from .errors import EmogeneError, MismatchError, NotFoundError
 
 FORMAT_VERSION = "1"
+#: The generic audio-to-motion model shipped in the package (``train-a2m`` on Whisper features;
+#: its metadata names the command and corpus that reproduce it). A store's own model wins.
+BUNDLED_A2M = Path(__file__).resolve().parent / "pretrained" / "a2m_generic.safetensors"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
@@ -254,7 +257,19 @@ class Store:
 
     @property
     def generic_a2m_path(self) -> Path:
+        """Where ``train-a2m`` writes the generic audio-to-motion model (``models/a2m.safetensors``)."""
         return self.models_dir / "a2m.safetensors"
+
+    @property
+    def generic_a2m_file(self) -> Path:
+        """The generic audio-to-motion model to use: the store's (``train-a2m``) when there is one,
+        else the one bundled with emogene (:data:`BUNDLED_A2M`, which may be absent)."""
+        return self.generic_a2m_path if self.generic_a2m_path.is_file() else BUNDLED_A2M
+
+    def generic_a2m_label(self) -> str:
+        """Which generic model :attr:`generic_a2m_file` is, for summaries: store or bundled, and the path."""
+        path = self.generic_a2m_file
+        return f"{'bundled with emogene' if path == BUNDLED_A2M else 'the store (train-a2m)'}: {path}"
 
     @property
     def a2m_cache_dir(self) -> Path:

@@ -135,3 +135,33 @@ def test_75_seconds_have_no_seam_at_the_joins(monkeypatch):
     p99 = np.percentile(steps, 99)
     for join in (1250, 2250, 3250):  # 25 s, 45 s, 65 s
         assert steps[join - 30 : join + 30].max() < p99, join
+
+
+def test_bundled_generic_model_drives_a_preprocessed_identity(tmp_path):
+    """The shipped model: Whisper features, metadata naming its command and corpus, and it drives
+    an identity that was only preprocessed (no train-a2m, no fit), saying which model it used."""
+    need_shared()
+    from safetensors import safe_open
+
+    from emogene_cli.store import BUNDLED_A2M
+
+    from .conftest import run_cli
+
+    assert BUNDLED_A2M.is_file(), "emogene_cli/pretrained/a2m_generic.safetensors is missing"
+    with safe_open(str(BUNDLED_A2M), "np") as f:
+        meta = f.metadata()
+    assert meta["feature_kind"] == "whisper:whisper-base:L3"
+    assert "train-a2m" in meta["reproduce"] and "talking" in meta["reproduce"]
+    assert json.loads(meta["cross_validation"])  # its leave-identity-out figures
+    assert BUNDLED_A2M.stat().st_size < 8e6
+
+    home = tmp_path / "store"
+    proc = run_cli("preprocess", str(DATA / "video" / "may_5s.mp4"), "--name", "may", "--size", "64", home=home)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "whisper:whisper-base:L3" in proc.stdout
+    out = tmp_path / "may.mp4"
+    proc = run_cli("speak", str(DATA / "speech" / "arctic_a0007_4s.wav"), "--identity", "may", "--emotion", "neutral",
+                   "--landmarks-only", "-o", str(out), home=home)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "bundled with emogene" in proc.stdout
+    assert out.with_name("may_landmarks.mp4").is_file() or out.is_file()

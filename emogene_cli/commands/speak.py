@@ -75,9 +75,9 @@ def speak_command(
     ]
     if r.preview:
         rows.append(("wrote preview", str(r.preview)))
-    if landmarks_only:
-        rows.append(("note", r.feature_note))
     console.print(summary_table("speak", rows))
+    if landmarks_only:
+        console.print(f"note: {r.feature_note}")
 
 
 def track_table(rows: list[TrackRow], seconds: float) -> Table:

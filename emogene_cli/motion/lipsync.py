@@ -67,13 +67,13 @@ def lipsync_model(store: Store, name: str, feature_kind: str, n_frames: int, dev
             start = len(split_frames(n_frames)[0])
             method = "the person's (older) model on the renderer's held-out last 10 % (under 5 s for clips under 50 s)"
         return model, {"model": "person", "start": start, "method": method}
-    gpath = store.generic_a2m_path
+    gpath = store.generic_a2m_file
     if not gpath.is_file():
         raise NotFoundError(
             f"identity '{name}' has no audio-to-motion model and the store no generic one: run `emogene train-a2m VIDEOS` "
             f"or `emogene fit-identity {name}`", path=gpath)
     model, art = load_a2m(gpath, what="generic audio-to-motion model", device=device, feature_kind=feature_kind)
-    method = "the generic model (train-a2m) on the whole clip"
+    method = f"the generic model ({store.generic_a2m_label()}) on the whole clip"
     return model, {"model": "generic", "start": 0, "method": method, "trained_clips": json.loads(art.metadata.get("train_clips", "[]"))}
 
 

@@ -409,7 +409,7 @@ def resolve_a2m_mode(mode: str, store, feature_kind: str) -> tuple[str, str]:
     """
     if mode not in A2M_MODES:
         raise EmogeneError(f"unknown --a2m {mode!r}; choose one of: {', '.join(A2M_MODES)}", path="--a2m")
-    path = store.generic_a2m_path
+    path = store.generic_a2m_file
     if mode == "scratch":
         return "scratch", ""
     if not path.is_file():
@@ -421,7 +421,7 @@ def resolve_a2m_mode(mode: str, store, feature_kind: str) -> tuple[str, str]:
         if mode == "finetune":
             raise MismatchError(f"the generic audio-to-motion model uses audio features {kind!r} but the identity {feature_kind!r}; re-run train-a2m with --audio-features matching", path=path)
         return "scratch", f"the generic audio-to-motion model uses {kind!r} features, the identity {feature_kind!r}: training the person's from scratch"
-    return "finetune", ""
+    return "finetune", f"fine-tuning the generic audio-to-motion model ({store.generic_a2m_label()})"
 
 
 def finetune_settings(base: A2MTraining) -> A2MTraining:
@@ -472,7 +472,7 @@ def fit_person_a2m(data, mode: str, preset: str, training: A2MTraining, *, store
             for v in add_variants_arrays(audio, data.f0[:n], data.motion[:n], extractor, augment, seed):
                 utts.append(Utterance(v.features, v.f0, v.motion))
     if mode == "finetune":
-        init, _ = load_a2m(store.generic_a2m_path, what="generic audio-to-motion model", device=device, feature_kind=data.feature_kind)
+        init, _ = load_a2m(store.generic_a2m_file, what="generic audio-to-motion model", device=device, feature_kind=data.feature_kind)
         model = train_a2m_clips([utts], init.config, finetune_settings(training), init=init, device=device, seed=seed,
                                 progress=progress, label="audio-to-motion (fine-tune)", checkpoint=checkpoint, resume=resume)
     else:

@@ -213,7 +213,7 @@ def voice_independence(model, store: Store, device: str = "cpu") -> dict[str, fl
     in the store); a fine-tuned model that re-learned one voice falls behind the generic one.
     Empty when those clips are not available here.
     """
-    generic, art = load_a2m(store.generic_a2m_path, what="generic audio-to-motion model", device=device)
+    generic, art = load_a2m(store.generic_a2m_file, what="generic audio-to-motion model", device=device)
     clips = validation_clips(store, {**art.metadata, "feature_kind": art.feature_kind or "mel"})
     if not clips:
         return {}

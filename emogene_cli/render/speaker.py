@@ -95,7 +95,7 @@ def load_landmark_speaker(store: Store, name: str, device: str = "cpu") -> tuple
     (``models/a2m.safetensors``). Poses and landmarks are in pixels of the dataset's frames.
 
     Returns:
-        ``(speaker, which model: "person" or "generic")``.
+        ``(speaker, which model: "the person's" or "the generic (...)" naming its file)``.
 
     Raises:
         NotFoundError: not preprocessed, or no audio-to-motion model at all (names train-a2m).
@@ -105,10 +105,10 @@ def load_landmark_speaker(store: Store, name: str, device: str = "cpu") -> tuple
     data = load_identity(store, name, with_images=False)
     if store.a2m_path(name).is_file():
         a2m, _ = load_a2m(store.a2m_path(name), device=device, feature_kind=data.feature_kind)
-        which = "person's"
-    elif store.generic_a2m_path.is_file():
-        a2m, _ = load_a2m(store.generic_a2m_path, what="generic audio-to-motion model", device=device, feature_kind=data.feature_kind)
-        which = "generic"
+        which = "the person's"
+    elif store.generic_a2m_file.is_file():
+        a2m, _ = load_a2m(store.generic_a2m_file, what="generic audio-to-motion model", device=device, feature_kind=data.feature_kind)
+        which = f"the generic ({store.generic_a2m_label()})"
     else:
         raise NotFoundError(f"identity '{name}' has no audio-to-motion model and the store no generic one: run `emogene train-a2m VIDEOS` "
                             f"or `emogene fit-identity {name}`", path=store.generic_a2m_path)
