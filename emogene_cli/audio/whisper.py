@@ -26,7 +26,6 @@ people of ``../shared/data/talking`` (r 0.59 for layer 3 or 4, 0.55 for the last
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -134,7 +133,7 @@ class WhisperEncoder:
                 raise InputError(f"the Whisper encoder misses {len(missing)} tensors (e.g. {missing[0]})", path=weights)
         except InputError:
             raise
-        except (OSError, ValueError, json.JSONDecodeError, RuntimeError) as exc:
+        except (OSError, ValueError, RuntimeError) as exc:  # a bad config.json is a ValueError
             if folder.is_dir():
                 raise InputError(f"broken Whisper weights folder ({exc.__class__.__name__}: {str(exc).splitlines()[0][:120]})",
                                  path=folder) from exc

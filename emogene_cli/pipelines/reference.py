@@ -31,6 +31,7 @@ from ..emotions import EMOTIONS
 from ..errors import InputError
 from ..evaluation import metrics
 from ..face import redetect, track_frames
+from ..motion import mouth_open
 from ..render import Speaker
 from ..store import Store
 from .speak import plan_motion
@@ -104,7 +105,7 @@ def reference_lipsync(
     for k, emotion in enumerate(chosen):
         plan = plan_motion(speaker, audio, emotion=emotion, ldm=ldm, seed=seed, hubert=hubert, store_dir=store.third_party_dir)
         n = min(T, len(plan.motion))
-        driving = geometry.mouth_opening(mean68[None] / speaker.iod + plan.motion68[:n])
+        driving = mouth_open(plan.motion68[:n], mean68, speaker.iod)
         rendered_frames = np.stack(list(speaker.renderer.render_frames(
             plan.poses[:n], plan.motion[:n], speaker.background, device,
             code_motion=None if plan.code_motion is None else plan.code_motion[:n],
