@@ -42,6 +42,9 @@ FORMAT_VERSION = "1"
 #: The generic audio-to-motion model shipped in the package (``train-a2m`` on Whisper features;
 #: its metadata names the command and corpus that reproduce it). A store's own model wins.
 BUNDLED_A2M = Path(__file__).resolve().parent / "pretrained" / "a2m_generic.safetensors"
+#: The landmark deformation model shipped in the package (``train-ldm`` on the MEAD clips of
+#: ``../shared/data/mead``; research use, as MEAD's terms). A store's own model wins.
+BUNDLED_LDM = Path(__file__).resolve().parent / "pretrained" / "ldm.safetensors"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
@@ -249,7 +252,19 @@ class Store:
 
     @property
     def ldm_path(self) -> Path:
+        """Where ``train-ldm`` writes the landmark deformation model (``models/ldm.safetensors``)."""
         return self.models_dir / "ldm.safetensors"
+
+    @property
+    def ldm_file(self) -> Path:
+        """The landmark deformation model to use: the store's (``train-ldm``) when there is one,
+        else the one bundled with emogene (:data:`BUNDLED_LDM`, which may be absent)."""
+        return self.ldm_path if self.ldm_path.is_file() else BUNDLED_LDM
+
+    def ldm_label(self) -> str:
+        """Which LDM :attr:`ldm_file` is, for summaries: store or bundled, and the path."""
+        path = self.ldm_file
+        return f"{'bundled with emogene' if path == BUNDLED_LDM else 'the store (train-ldm)'}: {path}"
 
     @property
     def mead_cache_dir(self) -> Path:

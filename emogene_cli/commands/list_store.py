@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from ..store import load_artifact
+from ..store import BUNDLED_A2M, BUNDLED_LDM, load_artifact
 from ._common import console, get_store
 
 
@@ -52,10 +52,10 @@ def list_command(ctx: typer.Context) -> None:
                 table.add_row(name, label, _size(path), "preprocess (images)" if path.is_dir() else _describe(path))
         if not (store.renderer_path(name).exists() and store.a2m_path(name).exists()):
             table.add_row(name, "[yellow]not fitted[/yellow]", "", f"run: emogene fit-identity {name}")
-    if store.ldm_path.exists():
-        table.add_row("models", "ldm", _size(store.ldm_path), _describe(store.ldm_path))
-    if store.generic_a2m_path.exists():
-        table.add_row("models", "audio-to-motion (generic)", _size(store.generic_a2m_path), _describe(store.generic_a2m_path))
+    bundled = (BUNDLED_LDM, BUNDLED_A2M)
+    for label, path in (("ldm", store.ldm_file), ("audio-to-motion (generic)", store.generic_a2m_file)):
+        if path.exists():
+            table.add_row("models", label + (" [dim](bundled)[/dim]" if path in bundled else ""), _size(path), _describe(path))
     if table.row_count == 0:
         console.print(f"the store at {store.home} is empty: start with `emogene preprocess VIDEO`")
         return

@@ -70,6 +70,7 @@ def speak_command(
         ("frames", f"{r.frames} at 25 fps ({r.duration:.2f} s)"),
         ("silent", f"{r.silent_fraction:.0%} of frames (idle head poses)"),
         ("audio features", r.feature_kind),
+        *([("emotion model", r.ldm)] if r.ldm else []),
         ("time", ", ".join(f"{k} {v:.1f} s" for k, v in r.seconds.items()) + f" (real-time factor {total / max(r.duration, 1e-6):.1f})"),
         ("wrote video", str(r.output)),
     ]

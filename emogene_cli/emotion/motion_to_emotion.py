@@ -31,10 +31,14 @@ CODE_FROM_NEUTRAL_68 = np.concatenate([geometry.LM68_UPPER_LID, geometry.LM68_LO
 
 
 def load_ldm(store: Store, device: str = "cpu") -> LandmarkDeformationModel:
-    """The landmark deformation model from the store; NotFoundError telling to run train-ldm."""
-    path = store.ldm_path
+    """The landmark deformation model: the store's (``train-ldm``), else the one bundled with emogene.
+
+    Raises:
+        NotFoundError: neither exists (an install without the package data): run train-ldm.
+    """
+    path = store.ldm_file
     if not path.is_file():
-        raise NotFoundError("no landmark deformation model: run `emogene train-ldm MEAD_DIR` first (or use --emotion neutral)", path=path)
+        raise NotFoundError("no landmark deformation model: run `emogene train-ldm MEAD_DIR` first (or use --emotion neutral)", path=store.ldm_path)
     model, _ = load_model(path, LandmarkDeformationModel, LDMConfig, what="landmark deformation model", device=device)
     return model
 

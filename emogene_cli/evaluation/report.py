@@ -182,7 +182,8 @@ def report_html(figures: dict[str, Any], grids: list[tuple[str, str]], plots: li
             + f"</td><td>{_fmt(v['face_found'])}</td></tr>"
             for e, v in emo["per_emotion"].items())
         parts.append(f"<h3>emotion</h3><p>strength median {_fmt(emo.get('strength_median', ''))}, "
-                     f"lowest {_fmt(emo.get('strength_min', ''))}; recognised {emo.get('recognised', 0)} of {emo.get('measured', 0)}</p>"
+                     f"lowest {_fmt(emo.get('strength_min', ''))}; recognised {emo.get('recognised', 0)} of {emo.get('measured', 0)}"
+                     f"{'; landmark deformation model: ' + html.escape(emo['ldm']) if emo.get('ldm') else ''}</p>"
                      "<table><tr><th>emotion</th><th>strength (1 = real actor)</th><th>recognised as</th><th>emotion gain</th><th>score</th>"
                      "<th>blendshape deltas</th><th>face found</th></tr>" + rows + "</table>")
     elif emo:

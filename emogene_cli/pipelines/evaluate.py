@@ -354,6 +354,8 @@ def evaluate_identity(
     figures["emotion"], parts["emotion"] = _emotions(speaker, emo_audio, chosen, device, store, seed, hubert, progress)
     if user_audio is not None:
         figures["emotion"]["audio"] = str(audio)
+    if "skipped" not in figures["emotion"]:
+        figures["emotion"]["ldm"] = store.ldm_label()
     seconds["emotion"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

@@ -70,6 +70,7 @@ class FitResult:
     a2m_train_frames: int = 0
     a2m_heldout_frames: int = 0
     voice_check: dict[str, float] = field(default_factory=dict)
+    ldm: str = ""  # the landmark deformation model the gains were measured for (Store.ldm_label), "" if none
 
 
 def save_preview(path: Path, real: list[np.ndarray], rendered: list[np.ndarray]) -> Path:
@@ -159,7 +160,7 @@ def fit_identity(
         paths["preview (real | rendered, held-out)"] = preview
     t0 = time.perf_counter()
     paths.update(_calibrate(store, name, device, progress))
-    if store.ldm_path.is_file():
+    if store.ldm_file.is_file():
         seconds["calibration"] = time.perf_counter() - t0
     r = person["result"]
     return FitResult(
@@ -168,6 +169,7 @@ def fit_identity(
         feature_kind=data.feature_kind, seconds=seconds, paths=paths, a2m_mode=r.mode, a2m_note=" ".join(x for x in (a2m_note, r.note) if x),
         a2m_train_frames=r.train_frames, a2m_heldout_frames=r.heldout_frames, voice_check=person["voice_check"],
         renderer_steps=int(renderer_stats["steps"]), renderer_start_step=int(renderer_stats["start_step"]),
+        ldm=store.ldm_label() if store.ldm_file.is_file() else "",
     )
 
 
@@ -179,7 +181,7 @@ def _calibrate(store: Store, name: str, device: str, progress: Callable[..., Non
     and a gain is missing when no face was tracked in its frames (the emotion is then rendered
     at the actors' size).
     """
-    if not store.ldm_path.is_file():
+    if not store.ldm_file.is_file():
         return {}
     speaker = attach_calibration(load_speaker(store, name, device), store, load_ldm(store, device), progress=progress)
     paths = {}

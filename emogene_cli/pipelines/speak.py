@@ -108,6 +108,7 @@ class SpeakResult:
     feature_kind: str
     feature_note: str
     seconds: dict[str, float] = field(default_factory=dict)
+    ldm: str = ""  # which landmark deformation model was used (Store.ldm_label), "" when none
     track: list[TrackRow] | None = None
     warnings: list[str] = field(default_factory=list)
 
@@ -240,7 +241,7 @@ def speak(
         return SpeakResult(
             identity=speaker.name, emotion=label, intensity=intensity, frames=T, duration=T / 25.0, output=out, preview=None,
             silent_fraction=float(1.0 - plan.active.mean()), feature_kind=speaker.feature_kind, feature_note=note,
-            seconds=seconds, track=rows, warnings=warnings,
+            seconds=seconds, track=rows, warnings=warnings, ldm=store.ldm_label() if ldm is not None else "",
         )
 
     size = speaker.renderer.config.resolution
@@ -274,6 +275,7 @@ def speak(
         identity=speaker.name, emotion=label, intensity=intensity, frames=T, duration=T / 25.0, output=out,
         preview=preview_path, silent_fraction=float(1.0 - plan.active.mean()), feature_kind=speaker.feature_kind,
         feature_note=plan.feature_note, seconds=seconds, track=rows, warnings=warnings,
+        ldm=store.ldm_label() if ldm is not None else "",
     )
 
 
