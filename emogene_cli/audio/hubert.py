@@ -14,9 +14,13 @@ import numpy as np
 from ..errors import NotFoundError
 from ..media import SAMPLE_RATE
 from .timing import fit_length
-from .weights import quiet_transformers, weight_candidates
+from .weights import fetch_into_store, quiet_transformers, weight_candidates
 
 DEFAULT_HUBERT = "facebook/hubert-large-ls960-ft"
+
+
+#: The files of a HuBERT hub repository that are downloaded (into the store, once).
+HUBERT_FILES = ["config.json", "preprocessor_config.json", "model.safetensors"]
 
 
 def hubert_candidates(explicit: str | None = None, store_dir: Path | None = None) -> list[tuple[str, bool]]:
@@ -78,6 +82,8 @@ def load_hubert(explicit: str | None = None, *, device: str = "cpu", store_dir: 
     tried = []
     for source, local in hubert_candidates(explicit, store_dir):
         try:
+            if not local and store_dir is not None:  # from the hub: once, into the store
+                source, local = str(fetch_into_store(source, store_dir, HUBERT_FILES)), True
             return HubertEncoder(source, device=device, local_files_only=local)
         except NotFoundError:
             tried.append(source + ("" if local else " (hub)"))

@@ -4,7 +4,9 @@ Order, for an encoder whose folder is called ``folder`` and whose hub id is ``de
 an explicit path or name (a command's option), the environment variable ``env_var``,
 ``$EMOGENE_MODEL_DIR/<folder>``, ``<store>/models/third_party/<folder>``, the Hugging Face
 cache (``local_files_only=True``), and only then the hub, and the hub only when it answers a
-1-second connection test and ``HF_HUB_OFFLINE`` is unset.
+1-second connection test and neither ``HF_HUB_OFFLINE`` nor ``EMOGENE_OFFLINE`` is set. From the
+hub the files are downloaded once into ``<store>/models/third_party/<folder>``
+(:func:`fetch_into_store`, huggingface_hub's progress bars).
 """
 
 from __future__ import annotations
@@ -13,10 +15,13 @@ import os
 import socket
 from pathlib import Path
 
+from ..errors import NotFoundError
+
 
 def hub_reachable(timeout: float = 1.0) -> bool:
-    """True when huggingface.co answers within ``timeout`` seconds and ``HF_HUB_OFFLINE`` is unset."""
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+    """True when huggingface.co answers within ``timeout`` seconds and neither ``HF_HUB_OFFLINE``
+    nor ``EMOGENE_OFFLINE`` is set."""
+    if any(os.environ.get(v, "0").lower() in ("1", "true", "yes") for v in ("HF_HUB_OFFLINE", "EMOGENE_OFFLINE")):
         return False
     try:
         with socket.create_connection(("huggingface.co", 443), timeout=timeout):
@@ -45,6 +50,32 @@ def weight_candidates(
     if hub_reachable():
         out.append((name, False))
     return list(dict.fromkeys(out))  # keep the order, drop repeats
+
+
+def fetch_into_store(repo_id: str, store_dir: Path, patterns: list[str]) -> Path:
+    """Download ``patterns`` of the hub repository ``repo_id`` into ``store_dir/<its name>``, once.
+
+    The files go to a ``.partial`` folder first (a second call resumes it), which is renamed
+    when complete, so an interrupted download never looks like a model folder.
+
+    Returns:
+        The folder, e.g. ``<store>/models/third_party/whisper-base``.
+
+    Raises:
+        NotFoundError: the download failed (any network or hub error).
+    """
+    from huggingface_hub import snapshot_download
+
+    dest = Path(store_dir) / repo_id.rstrip("/").split("/")[-1]
+    if dest.is_dir():
+        return dest
+    partial = dest.with_name(dest.name + ".partial")
+    try:
+        snapshot_download(repo_id, local_dir=partial, allow_patterns=patterns)
+    except Exception as exc:  # network and hub errors come in many types; all mean "not available"
+        raise NotFoundError(f"download of {repo_id} failed ({exc.__class__.__name__})", path=partial) from exc
+    os.replace(partial, dest)
+    return dest
 
 
 def quiet_transformers() -> None:

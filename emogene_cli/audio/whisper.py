@@ -33,10 +33,12 @@ import numpy as np
 from ..errors import InputError, NotFoundError
 from ..media import SAMPLE_RATE
 from .timing import fit_length
-from .weights import quiet_transformers, weight_candidates
+from .weights import fetch_into_store, quiet_transformers, weight_candidates
 
 DEFAULT_WHISPER = "openai/whisper-base"
 WHISPER_FOLDER = "whisper-base"
+#: The files of a Whisper hub repository that are downloaded (into the store, once).
+WHISPER_FILES = ["config.json", "preprocessor_config.json", "model.safetensors"]
 DEFAULT_LAYER = 3
 WINDOW_SECONDS = 30.0  # what the encoder sees
 STRIDE_SECONDS = 20.0  # where windows start; each keeps its middle 20 s
@@ -190,6 +192,8 @@ def load_whisper(
     tried = []
     for source, local in whisper_candidates(explicit, store_dir):
         try:
+            if not local and store_dir is not None:  # from the hub: once, into the store
+                source, local = str(fetch_into_store(source, store_dir, WHISPER_FILES)), True
             return WhisperEncoder(source, device=device, local_files_only=local, layer=layer)
         except NotFoundError:
             tried.append(source + ("" if local else " (hub)"))
