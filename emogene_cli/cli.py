@@ -116,9 +116,9 @@ def main_options(
 
 
 def _register() -> None:
-    from .commands import evaluate, fit_identity, list_store, preprocess, speak, train_a2m, train_ldm
+    from .commands import doctor, evaluate, fit_identity, list_store, preprocess, speak, train_a2m, train_ldm
 
-    for module in (preprocess, fit_identity, train_ldm, train_a2m, speak, evaluate, list_store):
+    for module in (preprocess, fit_identity, train_ldm, train_a2m, speak, evaluate, list_store, doctor):
         module.register(app)
 
 
