@@ -43,9 +43,11 @@ def store(tmp_path, monkeypatch):
     return Store(tmp_path / "home")
 
 
-def run_cli(*args: str, home: Path, timeout: int = 900, prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
-    """``emogene --home HOME ARGS`` in a subprocess (``prefix``: e.g. a command that drops privileges)."""
-    env = dict(os.environ, EMOGENE_MODEL_DIR=str(MODELS), HF_HUB_OFFLINE="1", GLOG_minloglevel="2", COLUMNS="200")
+def run_cli(*args: str, home: Path, timeout: int = 900, prefix: tuple[str, ...] = (),
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``emogene --home HOME ARGS`` in a subprocess (``prefix``: e.g. a command that drops
+    privileges; ``env``: variables to set on top of the test environment)."""
+    env = {**os.environ, "EMOGENE_MODEL_DIR": str(MODELS), "HF_HUB_OFFLINE": "1", "GLOG_minloglevel": "2", "COLUMNS": "200", **(env or {})}
     env.pop("EMOGENE_HOME", None)
     return subprocess.run(
         [*prefix, sys.executable, "-m", "emogene_cli", "--home", str(home), *args],
