@@ -15,6 +15,7 @@ frame. The last 20% of each pair (in time) is held out for the per-emotion valid
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,13 +167,15 @@ def dtw_align(neutral: np.ndarray, emotional: np.ndarray) -> np.ndarray:
 
 @dataclass
 class PairSet:
-    """Aligned training pairs: neutral ``[N, 68, 3]``, displacement ``[N, 68, 3]``, emotion ``[N]``, is_val ``[N]``."""
+    """Aligned training pairs: neutral ``[N, 68, 3]``, displacement ``[N, 68, 3]``, emotion ``[N]``,
+    is_val ``[N]`` and the actor of each frame ``[N]`` (str)."""
 
     neutral: np.ndarray
     displacement: np.ndarray
     emotion: np.ndarray
     is_val: np.ndarray
     pairs: list[tuple[str, str, str]] = field(default_factory=list)  # (actor, emotion, sentence)
+    actor: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=str))
 
 
 def build_pairs(motions: dict[MeadClip, np.ndarray], val_fraction: float = 0.2) -> PairSet:
@@ -181,7 +184,7 @@ def build_pairs(motions: dict[MeadClip, np.ndarray], val_fraction: float = 0.2) 
     for clip in sorted(motions, key=lambda c: c.level):
         if clip.emotion == "neutral":
             neutral_of.setdefault((clip.actor, clip.sentence), clip)
-    parts: dict[str, list[np.ndarray]] = {"neutral": [], "displacement": [], "emotion": [], "is_val": []}
+    parts: dict[str, list[np.ndarray]] = {"neutral": [], "displacement": [], "emotion": [], "is_val": [], "actor": []}
     pairs = []
     for clip, emo in sorted(motions.items(), key=lambda kv: kv[0].key):
         if clip.emotion == "neutral":
@@ -197,6 +200,7 @@ def build_pairs(motions: dict[MeadClip, np.ndarray], val_fraction: float = 0.2) 
         parts["displacement"].append(emo - neu[match])
         parts["emotion"].append(np.full(n, EMOTIONS.index(clip.emotion)))
         parts["is_val"].append(is_val)
+        parts["actor"].append(np.full(n, clip.actor))
         pairs.append((clip.actor, clip.emotion, clip.sentence))
     if not pairs:
         raise InputError("no emotional clip has a neutral clip of the same actor and sentence")
@@ -206,6 +210,7 @@ def build_pairs(motions: dict[MeadClip, np.ndarray], val_fraction: float = 0.2) 
         emotion=np.concatenate(parts["emotion"]).astype(np.int64),
         is_val=np.concatenate(parts["is_val"]),
         pairs=pairs,
+        actor=np.concatenate(parts["actor"]),
     )
 
 
@@ -224,43 +229,37 @@ class LDMReport:
     real_size: dict[str, float]  # mean |time-averaged displacement| over the 68 points, real pairs
     predicted_size: dict[str, float]  # the same of the LDM's prediction on the same validation frames
     path: Path
+    leave_one_out: list["HeldOutActor"] = field(default_factory=list)
 
 
-def train_ldm(
-    data_dir: str | Path,
-    *,
-    store: Store,
-    epochs: int = 300,
-    batch_size: int = 256,
-    lr: float = 1e-3,
-    device: str = "cpu",
-    seed: int = 0,
-    progress: Progress | None = None,
-) -> LDMReport:
-    """Extract (cached) MEAD landmarks, pair and align clips, train and save the LDM.
+def scan_actors(data_dirs: str | Path | list[str | Path]) -> list[MeadClip]:
+    """:func:`scan_mead` over one or several folders in MEAD's layout (MEAD, CREMA-D laid out
+    the same way), sorted.
 
-    Returns:
-        :class:`LDMReport` with per-emotion validation RMS error of the predicted emotional
-        landmarks and, for comparison, of the neutral landmarks alone (``baseline_error``).
+    Raises:
+        NotFoundError / InputError: as :func:`scan_mead`; InputError also when two folders hold
+            an actor of the same name (actor names must be unique: they pair clips).
     """
-    clips = scan_mead(data_dir)
-    landmarks: dict[MeadClip, np.ndarray] = {}
-    blendshapes: dict[MeadClip, np.ndarray] = {}
-    for i, clip in enumerate(clips):
-        if progress:
-            progress("landmarks", i, len(clips))
-        landmarks[clip], blendshapes[clip] = mead_clip_track(clip, store)
-        note_kept("mead", f"landmarks of {i + 1} of {len(clips)} MEAD clips, cached", store.mead_cache_dir, then="rerun")
-    if progress:
-        progress("landmarks", len(clips), len(clips))
-    dense: dict[MeadClip, np.ndarray] = {}
-    for actor in sorted({c.actor for c in clips}):
-        dense.update(actor_motions({c: lm for c, lm in landmarks.items() if c.actor == actor}))
-    motions = {c: m[:, geometry.LM68_FROM_LM478] for c, m in dense.items()}
-    data = build_pairs(motions)
-    all_dense = np.concatenate(list(dense.values()))
-    lift, _ = geometry.fit_lift(all_dense[:, geometry.LM68_FROM_LM478], all_dense)
+    roots = [data_dirs] if isinstance(data_dirs, (str, Path)) else list(data_dirs)
+    clips: list[MeadClip] = []
+    seen: dict[str, Path] = {}
+    for root in roots:
+        found = scan_mead(root)
+        for actor in sorted({c.actor for c in found}):
+            if actor in seen:
+                raise InputError(f"actor {actor} is also in {seen[actor]}: actor names must be unique", path=root)
+            seen[actor] = Path(root)
+        clips += found
+    return sorted(clips, key=lambda c: c.key)
 
+
+def fit_ldm(data: PairSet, *, epochs: int, batch_size: int = 256, lr: float = 1e-3, device: str = "cpu", seed: int = 0,
+            progress: Callable[[int], None] | None = None) -> LandmarkDeformationModel:
+    """Train an LDM on the training pairs of ``data`` (``~is_val``): MSE on the displacement,
+    Adam with cosine decay, 0.01 inter-ocular units of noise on the input neutral motion.
+
+    ``progress(epoch)`` is called after each epoch. Returns the model in eval mode on ``device``.
+    """
     torch.manual_seed(seed)
     model = LandmarkDeformationModel(LDMConfig()).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-5)
@@ -283,9 +282,106 @@ def train_ldm(
             opt.step()
         sched.step()
         if progress:
-            progress("train", epoch + 1, epochs)
+            progress(epoch + 1)
 
-    model.eval()
+    return model.eval()
+
+
+@dataclass
+class HeldOutActor:
+    """How an LDM trained without ``actor`` reproduces that actor's emotions (landmark level).
+
+    ``strength[e]``: the projection of the predicted lasting shape (the time-averaged
+    displacement ``[68, 3]`` on the actor's own aligned neutral frames) on the actor's real one,
+    over its squared norm (1.0 = as large as the actor's, in the same direction; 0 = none of
+    it). ``read_as[e]``: the actor's emotion whose real lasting shape points most nearly the
+    same way as the prediction (cosine), the landmark-level twin of ``evaluate``'s recognition.
+    """
+
+    actor: str
+    frames: int
+    strength: dict[str, float]
+    read_as: dict[str, str]
+
+    def to_dict(self) -> dict:
+        return {"actor": self.actor, "frames": self.frames, "strength": {k: round(v, 4) for k, v in self.strength.items()},
+                "read_as": self.read_as}
+
+
+def leave_one_actor_out(data: PairSet, *, epochs: int, batch_size: int = 256, lr: float = 1e-3, device: str = "cpu",
+                        seed: int = 0, progress: Progress | None = None) -> list[HeldOutActor]:
+    """For each actor, train an LDM on all the others (:func:`fit_ldm`) and measure it on that
+    actor's pairs (:class:`HeldOutActor`), so that no figure grades the model with the answers
+    it trained on. Empty with fewer than two actors.
+    """
+    actors = sorted(set(data.actor.tolist()))
+    if len(actors) < 2:
+        return []
+    out = []
+    for actor in actors:
+        mine = data.actor == actor
+        others = PairSet(neutral=data.neutral, displacement=data.displacement, emotion=data.emotion,
+                         is_val=data.is_val | mine, actor=data.actor)
+        model = fit_ldm(others, epochs=epochs, batch_size=batch_size, lr=lr, device=device, seed=seed,
+                        progress=(lambda k, a=actor: progress(f"train without {a}", k, epochs)) if progress else None)
+        real, pred = {}, {}
+        with torch.no_grad():
+            for k, name in enumerate(EMOTIONS):
+                sel = mine & (data.emotion == k)
+                if not sel.any():
+                    continue
+                x = torch.from_numpy(data.neutral[sel]).to(device)
+                pred[name] = model(x, torch.full((len(x),), k, device=device)).mean(0).cpu().numpy().ravel()
+                real[name] = data.displacement[sel].mean(0).ravel()
+
+        def cosine(a: np.ndarray, b: np.ndarray) -> float:
+            return float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12))
+
+        strength = {e: float(pred[e] @ real[e] / max(real[e] @ real[e], 1e-12)) for e in real}
+        read_as = {e: max(real, key=lambda r: cosine(pred[e], real[r])) for e in real}
+        out.append(HeldOutActor(actor, int(mine.sum()), strength, read_as))
+    return out
+
+
+def train_ldm(
+    data_dir: str | Path | list[str | Path],
+    *,
+    store: Store,
+    epochs: int = 300,
+    batch_size: int = 256,
+    lr: float = 1e-3,
+    device: str = "cpu",
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> LDMReport:
+    """Extract (cached) MEAD landmarks, pair and align clips, train and save the LDM.
+
+    Returns:
+        :class:`LDMReport` with per-emotion validation RMS error of the predicted emotional
+        landmarks and, for comparison, of the neutral landmarks alone (``baseline_error``).
+    """
+    clips = scan_actors(data_dir)
+    landmarks: dict[MeadClip, np.ndarray] = {}
+    blendshapes: dict[MeadClip, np.ndarray] = {}
+    for i, clip in enumerate(clips):
+        if progress:
+            progress("landmarks", i, len(clips))
+        landmarks[clip], blendshapes[clip] = mead_clip_track(clip, store)
+        note_kept("mead", f"landmarks of {i + 1} of {len(clips)} MEAD clips, cached", store.mead_cache_dir, then="rerun")
+    if progress:
+        progress("landmarks", len(clips), len(clips))
+    dense: dict[MeadClip, np.ndarray] = {}
+    for actor in sorted({c.actor for c in clips}):
+        dense.update(actor_motions({c: lm for c, lm in landmarks.items() if c.actor == actor}))
+    motions = {c: m[:, geometry.LM68_FROM_LM478] for c, m in dense.items()}
+    data = build_pairs(motions)
+    all_dense = np.concatenate(list(dense.values()))
+    lift, _ = geometry.fit_lift(all_dense[:, geometry.LM68_FROM_LM478], all_dense)
+
+    model = fit_ldm(data, epochs=epochs, batch_size=batch_size, lr=lr, device=device, seed=seed,
+                    progress=(lambda k: progress("train", k, epochs)) if progress else None)
+    tr = ~data.is_val
+    loao = leave_one_actor_out(data, epochs=epochs, batch_size=batch_size, lr=lr, device=device, seed=seed, progress=progress)
     model.lift.copy_(torch.as_tensor(lift, dtype=torch.float32))
     model.real_blendshape_change.copy_(torch.from_numpy(real_blendshape_change(blendshapes)))
     val_error, baseline_error, real_size, predicted_size = {}, {}, {}, {}
@@ -303,12 +399,15 @@ def train_ldm(
             real_size[name] = float(np.linalg.norm(target.mean(0), axis=-1).mean())
             predicted_size[name] = float(np.linalg.norm(pred.mean(0), axis=-1).mean())
     actors = sorted({c.actor for c in clips})
+    dirs = [str(d) for d in ([data_dir] if isinstance(data_dir, (str, Path)) else data_dir)]
     path = save_model(
         store.ldm_path, model.cpu(), model.config, producer="train-ldm",
-        params={"data_dir": str(data_dir), "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "actors": actors},
+        params={"data_dir": dirs[0] if len(dirs) == 1 else dirs, "epochs": epochs, "batch_size": batch_size, "lr": lr,
+                "seed": seed, "actors": actors},
+        extra={"leave_one_actor_out": json.dumps([h.to_dict() for h in loao])} if loao else None,
     )
     return LDMReport(
         clips=len(clips), actors=actors, pairs=len(data.pairs), train_frames=int(tr.sum()), val_frames=int(data.is_val.sum()),
         epochs=epochs, val_error=val_error, baseline_error=baseline_error, real_size=real_size,
-        predicted_size=predicted_size, path=path,
+        predicted_size=predicted_size, path=path, leave_one_out=loao,
     )

@@ -1,0 +1,83 @@
+"""The landmark deformation model across actors: several data folders, and the leave-one-actor-out
+measure that grades each model only on an actor it never trained on."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from emogene_cli.emotions import EMOTIONS
+from emogene_cli.errors import InputError
+from emogene_cli.emotion.training import PairSet, leave_one_actor_out, scan_actors
+
+from .conftest import DATA, need_shared, run_cli
+
+
+def _pairs(shapes: dict[str, np.ndarray], frames: int = 80, seed: int = 0) -> PairSet:
+    """Synthetic pairs: each actor's displacement for emotion k is ``shapes[actor][k]`` plus noise."""
+    rng = np.random.default_rng(seed)
+    parts = {"neutral": [], "displacement": [], "emotion": [], "actor": []}
+    for actor, per_emotion in shapes.items():
+        for k in range(len(EMOTIONS)):
+            if EMOTIONS[k] == "neutral":
+                continue
+            parts["neutral"].append(rng.normal(0, 0.05, (frames, 68, 3)))
+            parts["displacement"].append(per_emotion[k] + rng.normal(0, 0.005, (frames, 68, 3)))
+            parts["emotion"].append(np.full(frames, k))
+            parts["actor"].append(np.full(frames, actor))
+    n = sum(len(a) for a in parts["emotion"])
+    return PairSet(neutral=np.concatenate(parts["neutral"]).astype(np.float32),
+                   displacement=np.concatenate(parts["displacement"]).astype(np.float32),
+                   emotion=np.concatenate(parts["emotion"]), is_val=np.zeros(n, bool), actor=np.concatenate(parts["actor"]))
+
+
+def test_leave_one_actor_out_sees_shared_and_actor_specific_emotions():
+    rng = np.random.default_rng(1)
+    common = rng.normal(0, 0.03, (len(EMOTIONS), 68, 3)).astype(np.float32)
+    # A and B show every emotion the same way; C shows each the opposite way
+    data = _pairs({"A": common, "B": common, "C": -common})
+    held = {h.actor: h for h in leave_one_actor_out(data, epochs=40)}
+    assert set(held) == {"A", "B", "C"}
+    emotions = [e for e in EMOTIONS if e != "neutral"]
+    # without A, the model learned B's and C's opposite shapes: they cancel, so A is barely reproduced;
+    # without C, the model learned A's and B's shapes, the opposite of C's
+    assert all(held["C"].strength[e] < -0.5 for e in emotions), held["C"].strength
+    assert all(held["C"].read_as[e] != e for e in emotions)
+    assert all(abs(held["A"].strength[e]) < 0.6 for e in emotions), held["A"].strength
+    # actors that agree reproduce each other
+    same = leave_one_actor_out(_pairs({"A": common, "B": common, "C": common}, seed=2), epochs=40)
+    for h in same:
+        assert all(0.7 < h.strength[e] < 1.3 and h.read_as[e] == e for e in emotions), (h.actor, h.strength, h.read_as)
+    assert leave_one_actor_out(_pairs({"A": common}), epochs=2) == []
+
+
+def test_scan_actors_reads_several_folders_and_rejects_a_repeated_actor(tmp_path):
+    need_shared()
+    clips = scan_actors([DATA / "mead", DATA / "crema_d"])
+    assert {c.actor for c in clips} == {"M030", "W009", "1001"}
+    with pytest.raises(InputError, match="M030 is also in"):
+        scan_actors([DATA / "mead", DATA / "mead"])
+
+
+def test_train_ldm_on_two_data_sets_prints_and_stores_the_leave_one_out_table(chain, tmp_path):
+    """train-ldm MEAD CREMA-D: three actors, a table with a column per left-out actor, stored with the model."""
+    from emogene_cli.store import Store, load_artifact
+
+    chain_home, _, _ = chain
+    home = tmp_path / "home"
+    shutil.copytree(Store(chain_home).mead_cache_dir, Store(home).mead_cache_dir)  # MEAD's landmarks, already tracked
+    proc = run_cli("train-ldm", str(DATA / "mead"), str(DATA / "crema_d"), "--epochs", "60", home=home)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Leave one actor out" in proc.stdout
+    for actor in ("1001", "M030", "W009"):
+        assert f"without {actor}" in proc.stdout
+    meta = load_artifact(Store(home).ldm_path).metadata
+    assert json.loads(meta["params"])["actors"] == ["1001", "M030", "W009"]
+    table = json.loads(meta["leave_one_actor_out"])
+    assert [h["actor"] for h in table] == ["1001", "M030", "W009"]
+    assert set(table[0]["strength"]) == {"angry", "disgusted", "fear", "happy", "sad"}  # CREMA-D's five
+    assert all(np.isfinite(v) for h in table for v in h["strength"].values())
+    assert "contempt" in table[1]["strength"] and table[1]["read_as"]["contempt"] in EMOTIONS
