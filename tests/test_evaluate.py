@@ -98,6 +98,10 @@ def test_evaluate_writes_every_figure(evaluated):
         assert _finite(info["score"]) and -1 <= info["score"] <= 1
         assert all(_finite(v) for v in info["deltas"].values())
     assert set(emo["per_emotion"]["happy"]["deltas"]) >= {"mouthSmileLeft", "mouthSmileRight"}
+    # which LDM, which actors are the yardstick (this test's LDM names none), and that it grades itself
+    assert emo["ldm"].startswith("the store (train-ldm)")
+    assert emo["reference_actors"] == [] and emo["leave_one_actor_out"] == []
+    assert "the actors the LDM trained on" in emo["reference_note"]
 
     idle = data["idle"]
     assert idle["silent_frames"] >= 50  # 3 s of padded silence at 25 fps, minus voice-activity edges

@@ -100,6 +100,9 @@ def evaluate_command(
     f = r.figures
     if "lipsync" in f:
         console.print(f"lipsync: {f['lipsync']['method']}; M-LMD in {f['lipsync']['m_lmd_units']}")
+    emo = f.get("emotion", {})
+    if emo.get("reference_note"):
+        console.print(f"emotion: {emo['reference_note']}" + ("" if emo.get("leave_one_actor_out") else " (this LDM has no such table: retrain it with train-ldm)"))
     if not f.get("fitted", True):
         console.print(f"note: {f['note']}")
         console.print(summary_table("evaluate", [("time", ", ".join(f"{k} {v:.1f} s" for k, v in r.seconds.items())),

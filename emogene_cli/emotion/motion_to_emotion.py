@@ -13,6 +13,8 @@ the identity's calibrations (:mod:`.tracker_gain`, :mod:`.gain`).
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import torch
 
@@ -22,7 +24,7 @@ from ..errors import NotFoundError
 from ..models.ldm import LandmarkDeformationModel, LDMConfig
 from ..motion import PostConfig, postprocess
 from ..render import Speaker
-from ..store import Store, load_model
+from ..store import Store, load_artifact, load_model
 from .tracker_gain import apply_gain
 
 #: 68-point landmarks whose motion the renderer's expression code takes from the neutral motion
@@ -41,6 +43,24 @@ def load_ldm(store: Store, device: str = "cpu") -> LandmarkDeformationModel:
         raise NotFoundError("no landmark deformation model: run `emogene train-ldm MEAD_DIR` first (or use --emotion neutral)", path=store.ldm_path)
     model, _ = load_model(path, LandmarkDeformationModel, LDMConfig, what="landmark deformation model", device=device)
     return model
+
+
+def ldm_provenance(store: Store) -> dict:
+    """What the LDM in use (:attr:`Store.ldm_file`) was trained on and how it did on actors it never saw.
+
+    Returns:
+        ``{"ldm": Store.ldm_label(), "actors": [names], "leave_one_actor_out": [{"actor",
+        "frames", "strength": {emotion: float}, "read_as": {emotion: str}}, ...]}`` (the list
+        is empty for a model trained before train-ldm measured it, or on one actor); ``{}``
+        when there is no LDM.
+    """
+    path = store.ldm_file
+    if not path.is_file():
+        return {}
+    meta = load_artifact(path, what="landmark deformation model").metadata
+    params = json.loads(meta.get("params", "{}") or "{}")
+    return {"ldm": store.ldm_label(), "actors": list(params.get("actors", [])),
+            "leave_one_actor_out": json.loads(meta.get("leave_one_actor_out", "[]") or "[]")}
 
 
 def emotional_motion(

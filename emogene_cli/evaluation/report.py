@@ -151,6 +151,23 @@ def _fmt(value: Any) -> str:
     return html.escape(str(value))
 
 
+def leave_one_actor_out_html(held_out: list[dict]) -> str:
+    """train-ldm's leave-one-actor-out table (:class:`~emogene_cli.emotion.training.HeldOutActor`
+    records): per emotion, for each left-out actor, strength and what it reads as; "" when empty."""
+    if not held_out:
+        return ""
+    emotions = [e for e in dict.fromkeys(e for h in held_out for e in h["strength"])]
+    head = "".join(f"<th>without {html.escape(h['actor'])}</th>" for h in held_out)
+    rows = "".join(
+        f"<tr><td>{html.escape(e)}</td>" + "".join(
+            f"<td>{_fmt(h['strength'][e])} ({html.escape(h['read_as'][e])})</td>" if e in h["strength"] else "<td>-</td>"
+            for h in held_out) + "</tr>"
+        for e in emotions)
+    return ("<h4>leave one actor out (train-ldm; landmark level: the LDM trained without the actor, its predicted lasting "
+            "shape projected on the actor's real one, 1 = as the actor; in brackets the real emotion it points nearest to)</h4>"
+            f"<table><tr><th>emotion</th>{head}</tr>{rows}</table>")
+
+
 def report_html(figures: dict[str, Any], grids: list[tuple[str, str]], plots: list[tuple[str, str]]) -> str:
     """The self-contained evaluation page: a table per part of ``figures`` (with the paper's
     figures beside ours, :data:`PAPER_REFERENCE`), the emotion table, then ``grids`` and
@@ -185,7 +202,9 @@ def report_html(figures: dict[str, Any], grids: list[tuple[str, str]], plots: li
                      f"lowest {_fmt(emo.get('strength_min', ''))}; recognised {emo.get('recognised', 0)} of {emo.get('measured', 0)}"
                      f"{'; landmark deformation model: ' + html.escape(emo['ldm']) if emo.get('ldm') else ''}</p>"
                      "<table><tr><th>emotion</th><th>strength (1 = real actor)</th><th>recognised as</th><th>emotion gain</th><th>score</th>"
-                     "<th>blendshape deltas</th><th>face found</th></tr>" + rows + "</table>")
+                     "<th>blendshape deltas</th><th>face found</th></tr>" + rows + "</table>"
+                     + (f"<p>{html.escape(emo['reference_note'])}.</p>" if emo.get("reference_note") else "")
+                     + leave_one_actor_out_html(emo.get("leave_one_actor_out", [])))
     elif emo:
         parts.append(f"<h3>emotion</h3><p>{_fmt(emo.get('skipped', ''))}</p>")
     ref = figures.get("reference_lipsync", {})

@@ -46,7 +46,7 @@ import numpy as np
 from .. import __version__, geometry
 from ..audio import SAMPLES_PER_FRAME, load_audio, loudness_envelope
 from ..dataset import IdentityData, heldout_frames, load_identity
-from ..emotion import attach_calibration, load_ldm
+from ..emotion import attach_calibration, ldm_provenance, load_ldm
 from ..emotions import EMOTIONS, parse_emotion
 from ..errors import EmogeneError, NotFoundError
 from ..evaluation import (
@@ -355,7 +355,13 @@ def evaluate_identity(
     if user_audio is not None:
         figures["emotion"]["audio"] = str(audio)
     if "skipped" not in figures["emotion"]:
-        figures["emotion"]["ldm"] = store.ldm_label()
+        prov = ldm_provenance(store)
+        figures["emotion"].update(
+            ldm=prov["ldm"], reference_actors=prov["actors"], leave_one_actor_out=prov["leave_one_actor_out"],
+            reference_note=("strength is measured against the blendshape change of the actors the LDM trained on "
+                            f"({', '.join(prov['actors']) or 'unknown'}), so it grades the renders with the training actors' own "
+                            "answers; leave_one_actor_out is train-ldm's measure on actors each model never saw (landmark level)"),
+        )
     seconds["emotion"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
