@@ -38,6 +38,23 @@ def test_one_euro_removes_jitter_at_rest_and_lags_less_with_beta():
     np.testing.assert_allclose(pp.one_euro_filter(const), const)
 
 
+def test_zero_phase_one_euro_does_not_lag_and_keeps_a_short_closure():
+    """Forwards then backwards: a bump's peak stays where it is (the causal filter moves it later),
+    and a 3-frame dip to zero (lips closing on a "p") keeps more of its depth at the speak default."""
+    t = np.arange(100, dtype=float)
+    bump = np.exp(-0.5 * ((t - 50) / 4) ** 2)
+    causal = pp.one_euro_filter(bump, min_cutoff=1.5, beta=0.0)
+    both = pp.one_euro_filter(bump, min_cutoff=1.5, beta=0.0, zero_phase=True)
+    assert np.argmax(causal) >= 52 and abs(int(np.argmax(both)) - 50) <= 1
+    speech = np.full(60, 0.1)
+    speech[30:33] = 0.0
+    cfg = pp.PostConfig()
+    kept = pp.one_euro_filter(speech, min_cutoff=cfg.euro_min_cutoff, beta=cfg.euro_beta, zero_phase=True)
+    old = pp.one_euro_filter(speech, min_cutoff=1.5, beta=0.5)
+    assert np.argmin(kept) == 31 and np.argmin(old) >= 32  # the causal filter closes late...
+    assert kept.min() < 0.6 * old.min()  # ...and not as far
+
+
 def test_emotion_keeps_its_size_and_the_lips_keep_the_neutral_dynamics():
     T = 100
     rng = np.random.default_rng(0)
