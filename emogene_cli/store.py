@@ -48,6 +48,12 @@ BUNDLED_LDM = Path(__file__).resolve().parent / "pretrained" / "ldm.safetensors"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
+def _model_label(path: Path, command: str) -> str:
+    """``"bundled with emogene: PATH"`` for a file of the package, else ``"the store (COMMAND): PATH"``."""
+    bundled = path in (BUNDLED_A2M, BUNDLED_LDM)
+    return f"{'bundled with emogene' if bundled else f'the store ({command})'}: {path}"
+
+
 def validate_name(name: str) -> str:
     """Return ``name`` if it is a valid identity name (``[A-Za-z0-9_-]{1,64}``).
 
@@ -263,8 +269,7 @@ class Store:
 
     def ldm_label(self) -> str:
         """Which LDM :attr:`ldm_file` is, for summaries: store or bundled, and the path."""
-        path = self.ldm_file
-        return f"{'bundled with emogene' if path == BUNDLED_LDM else 'the store (train-ldm)'}: {path}"
+        return _model_label(self.ldm_file, "train-ldm")
 
     @property
     def mead_cache_dir(self) -> Path:
@@ -283,8 +288,7 @@ class Store:
 
     def generic_a2m_label(self) -> str:
         """Which generic model :attr:`generic_a2m_file` is, for summaries: store or bundled, and the path."""
-        path = self.generic_a2m_file
-        return f"{'bundled with emogene' if path == BUNDLED_A2M else 'the store (train-a2m)'}: {path}"
+        return _model_label(self.generic_a2m_file, "train-a2m")
 
     @property
     def a2m_cache_dir(self) -> Path:
