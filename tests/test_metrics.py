@@ -214,3 +214,14 @@ def test_mouth_agreement_known_answers():
     gaps = metrics.mouth_agreement(np.where(valid, real, 99.0), real, valid=valid)
     assert gaps["frames"] == 280 and gaps["r_lag0"] == pytest.approx(1.0)
     assert math.isnan(metrics.mouth_agreement(np.ones(10), real[:10])["r_lag0"])
+
+
+def test_largest_changes_put_what_moved_beside_what_should_have():
+    names = [f"b{i}" for i in range(52)]
+    change, reference = np.zeros(52), np.zeros(52)
+    change[[3, 7, 9]] = [0.5, -0.3, 0.1]  # a smile-like move the reference does not make
+    reference[[20, 7, 30]] = [0.4, -0.2, 0.05]
+    rows = metrics.largest_changes(change, reference, names, k=2)
+    assert [r["name"] for r in rows] == ["b3", "b7", "b20"]  # the render's two largest, then the reference's new one
+    assert rows[0] == {"name": "b3", "rendered": 0.5, "reference": 0.0}
+    assert rows[2]["rendered"] == 0.0 and rows[2]["reference"] == pytest.approx(0.4)

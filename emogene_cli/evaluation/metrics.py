@@ -19,7 +19,7 @@ as in EmoGene's idle-pose comparison.
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -29,6 +29,7 @@ __all__ = [
     "EMOTION_BLENDSHAPES",
     "LMD_ALIGNMENTS",
     "blendshape_deltas",
+    "largest_changes",
     "crop",
     "landmark_distance",
     "landmark_distance_per_frame",
@@ -414,6 +415,28 @@ def emotion_strength(change: np.ndarray, real_change: np.ndarray) -> float:
     r = np.asarray(real_change, dtype=np.float64).reshape(-1)
     norm2 = float(r @ r)
     return float(d @ r / norm2) if norm2 > 0 else float("nan")
+
+
+def largest_changes(change: np.ndarray, reference: np.ndarray, names: Sequence[str], k: int = 3) -> list[dict[str, Any]]:
+    """The blendshapes that moved most in a render and in the reference, side by side.
+
+    Args:
+        change: ``[52]`` the rendered change against the neutral render.
+        reference: ``[52]`` the reference actors' change for the same emotion.
+        names: the 52 blendshape names.
+        k: how many of each side's largest changes (by absolute value) to take.
+
+    Returns:
+        ``[{"name", "rendered", "reference"}]``: the union of the render's ``k`` largest and the
+        reference's ``k`` largest, the render's first, each with both values, so that a reader
+        sees what moved and what should have (e.g. ``mouthSmileLeft`` rising in an anger whose
+        reference lowers the brows).
+    """
+    d = np.asarray(change, dtype=np.float64).reshape(-1)
+    r = np.asarray(reference, dtype=np.float64).reshape(-1)
+    order = list(np.argsort(-np.abs(d))[:k]) + [i for i in np.argsort(-np.abs(r))[:k]]
+    picked = list(dict.fromkeys(int(i) for i in order))
+    return [{"name": names[i], "rendered": float(d[i]), "reference": float(r[i])} for i in picked]
 
 
 def nearest_emotion(change: np.ndarray, real_changes: Mapping[str, np.ndarray]) -> str | None:

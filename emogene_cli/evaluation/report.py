@@ -196,13 +196,16 @@ def report_html(figures: dict[str, Any], grids: list[tuple[str, str]], plots: li
             f"<tr><td>{html.escape(e)}</td><td>{_fmt(v.get('strength', ''))}</td><td>{html.escape(str(v.get('recognised_as', '')))}</td>"
             f"<td>{_fmt(v.get('emotion_gain', ''))}</td><td>{_fmt(v.get('score', ''))}</td><td>"
             + ", ".join(f"{html.escape(n)} {d:+.3f}" for n, d in v.get("deltas", {}).items())
-            + f"</td><td>{_fmt(v['face_found'])}</td></tr>"
+            + f"</td><td>{_fmt(v['face_found'])}</td><td>"
+            + ", ".join(f"{html.escape(c['name'])} {c['rendered']:+.2f} ({c['reference']:+.2f})" for c in v.get("largest_changes", []))
+            + "</td></tr>"
             for e, v in emo["per_emotion"].items())
         parts.append(f"<h3>emotion</h3><p>strength median {_fmt(emo.get('strength_median', ''))}, "
                      f"lowest {_fmt(emo.get('strength_min', ''))}; recognised {emo.get('recognised', 0)} of {emo.get('measured', 0)}"
                      f"{'; landmark deformation model: ' + html.escape(emo['ldm']) if emo.get('ldm') else ''}</p>"
                      "<table><tr><th>emotion</th><th>strength (1 = real actor)</th><th>recognised as</th><th>emotion gain</th><th>score</th>"
-                     "<th>blendshape deltas</th><th>face found</th></tr>" + rows + "</table>"
+                     "<th>blendshape deltas</th><th>face found</th>"
+                     "<th>largest changes: rendered (reference actors)</th></tr>" + rows + "</table>"
                      + (f"<p>{html.escape(emo['reference_note'])}.</p>" if emo.get("reference_note") else "")
                      + leave_one_actor_out_html(emo.get("leave_one_actor_out", [])))
     elif emo:

@@ -218,6 +218,7 @@ def _emotions(speaker: Speaker, audio: np.ndarray, emotions: Sequence[str], devi
             change = blend[emotion] - blend["neutral"]
             per[emotion].update(metrics.blendshape_deltas(blend[emotion], blend["neutral"], BLENDSHAPE_NAMES, emotion))
             if emotion in real:
+                per[emotion]["largest_changes"] = metrics.largest_changes(change, real[emotion], BLENDSHAPE_NAMES)
                 per[emotion]["strength"] = metrics.emotion_strength(change, real[emotion])
                 per[emotion]["recognised_as"] = metrics.nearest_emotion(change, real)
                 strengths.append(per[emotion]["strength"])
