@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -165,3 +166,38 @@ def test_bundled_generic_model_drives_a_preprocessed_identity(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "bundled with emogene" in proc.stdout
     assert out.with_name("may_landmarks.mp4").is_file() or out.is_file()
+
+
+def test_hub_download_goes_into_the_store_once_through_a_partial_folder(tmp_path, monkeypatch):
+    """fetch_into_store: files land in <store>/third_party/<folder> only when complete; a second
+    call does not download; a failed download is a NotFoundError and leaves no model folder."""
+    import huggingface_hub
+
+    from emogene_cli.audio.weights import _store_folder, fetch_into_store
+    from emogene_cli.errors import NotFoundError
+
+    calls = []
+
+    def fake_download(repo_id, local_dir, allow_patterns):
+        calls.append((repo_id, Path(local_dir).name, tuple(allow_patterns)))
+        Path(local_dir).mkdir(parents=True, exist_ok=True)
+        for name in allow_patterns:
+            (Path(local_dir) / name).write_text("{}")
+        return str(local_dir)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_download)
+    folder = _store_folder("openai/whisper-base", "openai/whisper-base", "whisper-base")
+    dest = fetch_into_store("openai/whisper-base", tmp_path, folder, ["config.json", "model.safetensors"])
+    assert dest == tmp_path / "whisper-base" and (dest / "model.safetensors").is_file()
+    assert calls == [("openai/whisper-base", "whisper-base.partial", ("config.json", "model.safetensors"))]
+    assert not (tmp_path / "whisper-base.partial").exists()
+    assert fetch_into_store("openai/whisper-base", tmp_path, folder, ["config.json"]) == dest and len(calls) == 1
+    assert _store_folder("openai/whisper-small", "openai/whisper-base", "whisper-base") == "whisper-small"
+
+    def failing(repo_id, local_dir, allow_patterns):
+        raise OSError("no network")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", failing)
+    with pytest.raises(NotFoundError, match="download of facebook/hubert-large-ls960-ft failed"):
+        fetch_into_store("facebook/hubert-large-ls960-ft", tmp_path, "hubert", ["model.safetensors"])
+    assert not (tmp_path / "hubert").exists()

@@ -14,7 +14,7 @@ import numpy as np
 from ..errors import NotFoundError
 from ..media import SAMPLE_RATE
 from .timing import fit_length
-from .weights import fetch_into_store, quiet_transformers, weight_candidates
+from .weights import _store_folder, fetch_into_store, quiet_transformers, weight_candidates
 
 DEFAULT_HUBERT = "facebook/hubert-large-ls960-ft"
 
@@ -83,7 +83,7 @@ def load_hubert(explicit: str | None = None, *, device: str = "cpu", store_dir: 
     for source, local in hubert_candidates(explicit, store_dir):
         try:
             if not local and store_dir is not None:  # from the hub: once, into the store
-                source, local = str(fetch_into_store(source, store_dir, HUBERT_FILES)), True
+                source, local = str(fetch_into_store(source, store_dir, _store_folder(source, DEFAULT_HUBERT, "hubert"), HUBERT_FILES)), True
             return HubertEncoder(source, device=device, local_files_only=local)
         except NotFoundError:
             tried.append(source + ("" if local else " (hub)"))

@@ -52,8 +52,15 @@ def weight_candidates(
     return list(dict.fromkeys(out))  # keep the order, drop repeats
 
 
-def fetch_into_store(repo_id: str, store_dir: Path, patterns: list[str]) -> Path:
-    """Download ``patterns`` of the hub repository ``repo_id`` into ``store_dir/<its name>``, once.
+def _store_folder(repo_id: str, default_id: str, folder: str) -> str:
+    """The store folder a hub download goes to: ``folder`` (where :func:`weight_candidates` looks)
+    for the default model, else the repository's own name (another model is another folder)."""
+    return folder if repo_id == default_id else repo_id.rstrip("/").split("/")[-1]
+
+
+def fetch_into_store(repo_id: str, store_dir: Path, folder: str, patterns: list[str]) -> Path:
+    """Download ``patterns`` of the hub repository ``repo_id`` into ``store_dir/folder``, once
+    (``folder`` is where :func:`weight_candidates` looks in the store next time).
 
     The files go to a ``.partial`` folder first (a second call resumes it), which is renamed
     when complete, so an interrupted download never looks like a model folder.
@@ -66,7 +73,7 @@ def fetch_into_store(repo_id: str, store_dir: Path, patterns: list[str]) -> Path
     """
     from huggingface_hub import snapshot_download
 
-    dest = Path(store_dir) / repo_id.rstrip("/").split("/")[-1]
+    dest = Path(store_dir) / folder
     if dest.is_dir():
         return dest
     partial = dest.with_name(dest.name + ".partial")

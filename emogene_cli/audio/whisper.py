@@ -33,7 +33,7 @@ import numpy as np
 from ..errors import InputError, NotFoundError
 from ..media import SAMPLE_RATE
 from .timing import fit_length
-from .weights import fetch_into_store, quiet_transformers, weight_candidates
+from .weights import _store_folder, fetch_into_store, quiet_transformers, weight_candidates
 
 DEFAULT_WHISPER = "openai/whisper-base"
 WHISPER_FOLDER = "whisper-base"
@@ -193,7 +193,7 @@ def load_whisper(
     for source, local in whisper_candidates(explicit, store_dir):
         try:
             if not local and store_dir is not None:  # from the hub: once, into the store
-                source, local = str(fetch_into_store(source, store_dir, WHISPER_FILES)), True
+                source, local = str(fetch_into_store(source, store_dir, _store_folder(source, DEFAULT_WHISPER, WHISPER_FOLDER), WHISPER_FILES)), True
             return WhisperEncoder(source, device=device, local_files_only=local, layer=layer)
         except NotFoundError:
             tried.append(source + ("" if local else " (hub)"))
