@@ -253,6 +253,52 @@ def test_save_load_round_trip(tmp_path):
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
 
 
+def test_frames_rendered_in_parallel_are_the_serial_frames_in_order():
+    from emogene_cli.models.renderer.model import frame_workers
+
+    model, _ = _tiny_model(seed=2)
+    rng = np.random.default_rng(1)
+    poses = np.stack([geometry.vector_to_pose(np.array([0, 0.05 * i, 0, 16, 16, 0, 0])) for i in range(7)])
+    motion = rng.normal(size=(7, 478, 3)).astype(np.float32) * 0.1
+    bg = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    assert frame_workers("cpu", 7) == 1 and frame_workers("cuda", 7) == 1  # one intra-op thread (the fixture)
+    done: list[tuple[int, int]] = []
+    serial = list(model.render_frames(poses, motion, bg, "cpu", progress=lambda d, n: done.append((d, n))))
+    assert done == [(i + 1, 7) for i in range(7)]
+    torch.set_num_threads(3)
+    try:
+        assert frame_workers("cpu", 7) == 3 and frame_workers("cpu", 2) == 2
+        done.clear()
+        parallel = list(model.render_frames(poses, motion, bg, "cpu", progress=lambda d, n: done.append((d, n))))
+        assert torch.get_num_threads() == 3  # restored after rendering on one thread per frame
+    finally:
+        torch.set_num_threads(1)
+    assert done == [(i + 1, 7) for i in range(7)]
+    assert len(parallel) == 7 and all(np.array_equal(a, b) for a, b in zip(serial, parallel))
+    assert not np.array_equal(serial[0], serial[6])  # the frames differ, so the order is checked
+
+
+def test_ray_classes_bands_are_square_windows():
+    import torch.nn.functional as F
+
+    from emogene_cli.render.fitting import HEAD_OVER_TORSO, _ray_classes
+
+    rng = np.random.default_rng(3)
+    labels = np.zeros((3, 40, 40), np.uint8)
+    labels[:, 25:, 5:35] = 1  # torso
+    labels[:, 8:27, 12:28] = 2  # head, its lower edge over the torso
+    labels[1, 2, 2] = 2  # a stray head pixel near a corner
+    labels[2][rng.random((40, 40)) < 0.02] = 1
+    focus, classes = _ray_classes(labels, 3)
+    lab = torch.from_numpy(labels)
+    square = lambda m: F.max_pool2d(m.float()[:, None], 7, stride=1, padding=3)[:, 0] > 0  # noqa: E731
+    head, torso = lab == 2, lab == 1
+    expected = lab.clone()
+    expected[head & square(torso)] = HEAD_OVER_TORSO
+    assert torch.equal(focus, ((lab > 0) | square(head)).reshape(3, -1))
+    assert torch.equal(classes, expected.reshape(3, -1))
+
+
 def test_load_rejects_files_without_a_config(tmp_path):
     path = save_artifact(tmp_path / "x.safetensors", {"w": np.zeros(3, np.float32)}, producer="test")
     with pytest.raises(MismatchError):

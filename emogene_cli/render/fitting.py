@@ -99,11 +99,15 @@ def _ray_classes(labels: np.ndarray, band_px: int) -> tuple[torch.Tensor, torch.
     """
     focus, classes = [], []
     k = 2 * band_px + 1
+
+    def dilate(mask: torch.Tensor) -> torch.Tensor:  # a square k x k window as two 1-D passes (the same max, ~k/2 times faster)
+        m = F.max_pool2d(mask.float()[:, None], (k, 1), stride=1, padding=(band_px, 0))
+        return F.max_pool2d(m, (1, k), stride=1, padding=(0, band_px))[:, 0] > 0
+
     for i in range(0, len(labels), 64):
         lab = torch.from_numpy(np.ascontiguousarray(labels[i:i + 64]))
         head, torso = (lab == HEAD), (lab == TORSO)
-        near_head = F.max_pool2d(head.float()[:, None], k, stride=1, padding=band_px)[:, 0] > 0
-        near_torso = F.max_pool2d(torso.float()[:, None], k, stride=1, padding=band_px)[:, 0] > 0
+        near_head, near_torso = dilate(head), dilate(torso)
         cls = lab.clone()
         cls[head & near_torso] = HEAD_OVER_TORSO
         focus.append(((lab > 0) | near_head).reshape(len(lab), -1))
