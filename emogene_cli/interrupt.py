@@ -46,7 +46,7 @@ class Interrupted(KeyboardInterrupt):
 
     Args:
         signum: the signal number.
-        where: where it stopped, e.g. ``"renderer at step 1170 of 9000"`` (optional).
+        where: where it stopped, e.g. ``"renderer at step 1170 of 4500"`` (optional).
     """
 
     def __init__(self, signum: int = signal.SIGINT, where: str | None = None) -> None:
@@ -188,7 +188,7 @@ def interruptible(
 class Kept:
     """Something a run wrote that stays when it is stopped.
 
-    ``what`` is a short phrase (``"renderer checkpoint at step 1170 of 9000"``); ``then`` says
+    ``what`` is a short phrase (``"renderer checkpoint at step 1170 of 4500"``); ``then`` says
     how a later run uses it: ``"resume"``: the same command with ``--resume`` continues from
     it (a checkpoint); ``"rerun"``: the same command run again reuses it (a cache);
     ``"complete"``: a finished artifact, nothing to continue.

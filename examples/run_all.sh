@@ -6,7 +6,7 @@
 # VIDEO: a few minutes (at least ~5 s) of one person talking to the camera, with sound.
 # SPEECH: any speech audio. EMOTION: angry, contempt, disgusted, fear, happy (default),
 # neutral, sad, surprised, a blend such as happy:0.7,surprised:0.3, or all (a grid of eight).
-# PRESET: tiny (seconds, a smoke test), quick (default; ~20 min for 20 s of video on a laptop
+# PRESET: tiny (seconds, a smoke test), quick (default; ~7-10 min for 20 s of video on a laptop
 # CPU) or full (a GPU). Nothing else is needed: the emotion and audio-to-motion models ship
 # with emogene, and the MediaPipe and Whisper model files download once on first use (offline:
 # set EMOGENE_MODEL_DIR to a folder holding them; `emogene doctor` says what is missing).

@@ -254,7 +254,7 @@ def test_save_load_round_trip(tmp_path):
 
 
 def test_frames_rendered_in_parallel_are_the_serial_frames_in_order():
-    from emogene_cli.models.renderer.model import frame_workers
+    from emogene_cli.models.renderer.parallel import frame_workers
 
     model, _ = _tiny_model(seed=2)
     rng = np.random.default_rng(1)

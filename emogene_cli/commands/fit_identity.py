@@ -25,7 +25,7 @@ class A2MMode(str, Enum):
 def fit_identity_command(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="A preprocessed identity (see `emogene list`).")],
-    preset: Annotated[Preset, typer.Option(help="quick: 256x256, about 20 min on a 2-core laptop CPU for a 20 s clip; full: 512x512 for a GPU and a 3-5 min video; tiny: smoke tests.")] = Preset.quick,
+    preset: Annotated[Preset, typer.Option(help="quick: 256x256, about 7-10 min on a 2-core laptop CPU for a 20 s clip; full: 512x512 for a GPU and a 3-5 min video; tiny: smoke tests.")] = Preset.quick,
     device: Annotated[Device, typer.Option(help="Where to train.")] = Device.auto,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from its last checkpoint.")] = False,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,

@@ -40,7 +40,7 @@ class FitPreset:
 
     @classmethod
     def get(cls, name: str) -> "FitPreset":
-        """``tiny`` (tests, seconds), ``quick`` (CPU, about 15-20 min on a 20 s clip), ``full`` (GPU, minutes of video)."""
+        """``tiny`` (tests, seconds), ``quick`` (CPU, about 7-10 min on a 20 s clip), ``full`` (GPU, minutes of video)."""
         if name not in PRESETS:
             raise EmogeneError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}", path="--preset")
         steps = {"tiny": A2MTraining(steps=60, window=32, batch=8), "quick": A2MTraining(steps=1500), "full": A2MTraining(steps=20000, window=64, batch=32)}

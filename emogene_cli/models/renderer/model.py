@@ -20,6 +20,7 @@ The parts, one job each (the nerfstudio split), one module each:
 * :mod:`.rendering`: NeRF quadrature, distortion loss, compositing head over torso over
   the static background plate;
 * :mod:`.torso`: RAD-NeRF's pose-conditioned 2-D torso.
+* :mod:`.parallel`: frames of a sequence rendered in parallel on a CPU, in order.
 
 The driving signal is *dense motion* ``[478, 3]`` per frame: canonical landmarks minus the
 identity's mean shape, in inter-ocular units (see :mod:`emogene_cli.geometry`).
@@ -32,8 +33,6 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -52,6 +51,7 @@ from .deformation import (
     expression_features,
 )
 from .fields import HeadField
+from .parallel import frame_workers, in_order
 from .rays import generate_rays, head_box, intersect_aabb, sample_stratified
 from .rendering import composite, volume_render
 from .torso import TorsoField
@@ -68,19 +68,6 @@ EYE_CODE_FADE = 0.2
 #: behind the head (its ``torso_alpha`` is 0 there): the torso would change the pixel by less
 #: than 1 - OPAQUE of the colour range.
 OPAQUE = 0.99975
-
-
-def frame_workers(device: str | torch.device, frames: int) -> int:
-    """How many frames :meth:`TalkingHeadRenderer.render_frames` renders at once.
-
-    On a CPU, one frame per core that torch may use (``torch.get_num_threads()``, at most 8,
-    at most ``frames``), each on one intra-op thread: a frame's many small operations keep
-    two cores busier as two frames in parallel than as one frame on two threads (on a 2-core
-    CPU 9.6 against 8.1 frames per second, obama_20s quick). Elsewhere (CUDA) one.
-    """
-    if torch.device(device).type != "cpu":
-        return 1
-    return max(1, min(8, torch.get_num_threads(), frames))
 
 
 def _float32(value: np.ndarray | Tensor | float) -> Tensor:
@@ -505,33 +492,9 @@ class TalkingHeadRenderer(nn.Module):
                 out = self.render_image(poses_t[i], motion_t[i], bg, code_motion=None if code_t is None else code_t[i])
                 return (out["rgb"] * 255.0 + 0.5).to(torch.uint8).cpu().numpy()
 
-        workers = frame_workers(device, total)
-        threads = torch.get_num_threads()
         try:
-            if workers == 1:
-                for i in range(total):
-                    image = frame(i)
-                    if progress is not None:
-                        progress(i + 1, total)
-                    yield image
-                return
-            # CPU: whole frames on parallel threads, one intra-op thread each (torch releases the
-            # GIL); in flight at most two frames per worker, yielded in order
-            torch.set_num_threads(1)
-            with ThreadPoolExecutor(workers, thread_name_prefix="emogene-render") as pool:
-                pending: deque[Future[np.ndarray]] = deque()
-                done = 0
-                for i in range(total + 2 * workers):
-                    if i < total:
-                        pending.append(pool.submit(frame, i))
-                    if pending and (len(pending) >= 2 * workers or i >= total):
-                        image = pending.popleft().result()
-                        done += 1
-                        if progress is not None:
-                            progress(done, total)
-                        yield image
+            yield from in_order(frame, total, frame_workers(device, total), progress)
         finally:
-            torch.set_num_threads(threads)
             self.train(was_training)
 
     # ---- persistence --------------------------------------------------------------------
