@@ -114,13 +114,18 @@ def stage_fit(home: str, name: str, preset: str, device: str, threads: int | Non
             "heldout_psnr": r.psnr, "heldout_ssim": r.ssim, "resolution": r.resolution, **_peaks(device)}
 
 
+def _emotion(store: Any) -> str:
+    """The emotion both speak stages time: happy when an LDM resolves (the store's or the bundled one), else neutral."""
+    return "happy" if store.ldm_file.is_file() else "neutral"
+
+
 def stage_speak(home: str, name: str, audio: str, out: str, device: str, threads: int | None) -> dict:
     _setup_child(threads)
     from emogene_cli.pipelines.speak import speak
     from emogene_cli.store import Store
 
     store = Store(home)
-    emotion = "happy" if store.ldm_path.is_file() else "neutral"
+    emotion = _emotion(store)
     r = speak(audio, store=store, emotion=emotion, identity=name, output=out, device=device)
     total = sum(r.seconds.values())
     compute = total - r.seconds.get("load", 0.0)
@@ -136,10 +141,12 @@ def stage_speak_command(home: str, name: str, audio: str, out: str, device: str,
 
     import soundfile
 
+    from emogene_cli.store import Store
+
     env = dict(os.environ)
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
-    emotion = "happy"
+    emotion = _emotion(Store(home))
     cmd = [sys.executable, "-m", "emogene_cli", "--home", home, "speak", audio, "--identity", name, "--emotion", emotion,
            "--device", device, "-o", out]
     t0 = time.perf_counter()

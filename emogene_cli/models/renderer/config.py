@@ -72,8 +72,8 @@ class RendererConfig:
 
         * ``tiny``: unit tests and smoke runs, 64x64, trains in well under a minute on a CPU.
         * ``quick``: a 20 s clip at 256x256 in about 7-10 minutes on a 2-core CPU. 4500 steps:
-          on obama_20s the held-out PSNR is 28.85 dB after 3000 steps, 28.71 after 4500 and 28.20
-          after 9000 (longer fits match the training frames closer, not the held-out ones), while
+          on obama_20s the held-out PSNR is 28.96 dB after 3000 steps, 28.77 after 4500 and 28.20
+          after 9000 (docs/results.md) (longer fits match the training frames closer, not the held-out ones), while
           the rendered mouth follows unseen voices' driving landmarks at a mean r of 0.69, 0.72
           and 0.76 (five voices): 4500 keeps most of that in half the time.
         * ``full``: 512x512 on a GPU, for a 3-5 minute video.

@@ -35,27 +35,23 @@ def in_order(frame: Callable[[int], np.ndarray], total: int, workers: int,
     the thread count is restored afterwards, also on an error. ``progress(done, total)``
     after each yielded frame.
     """
-    if workers == 1:
-        for i in range(total):
-            image = frame(i)
-            if progress is not None:
-                progress(i + 1, total)
-            yield image
-        return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with ThreadPoolExecutor(workers, thread_name_prefix="emogene-render") as pool:
-            pending: deque[Future[np.ndarray]] = deque()
-            done = 0
-            for i in range(total + 2 * workers):
-                if i < total:
+    def in_parallel() -> Iterator[np.ndarray]:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with ThreadPoolExecutor(workers, thread_name_prefix="emogene-render") as pool:
+                pending: deque[Future[np.ndarray]] = deque()
+                for i in range(total):
                     pending.append(pool.submit(frame, i))
-                if pending and (len(pending) >= 2 * workers or i >= total):
-                    image = pending.popleft().result()
-                    done += 1
-                    if progress is not None:
-                        progress(done, total)
-                    yield image
-    finally:
-        torch.set_num_threads(threads)
+                    if len(pending) == 2 * workers:
+                        yield pending.popleft().result()
+                while pending:
+                    yield pending.popleft().result()
+        finally:
+            torch.set_num_threads(threads)
+
+    images = (frame(i) for i in range(total)) if workers == 1 else in_parallel()
+    for done, image in enumerate(images, 1):
+        if progress is not None:
+            progress(done, total)
+        yield image
