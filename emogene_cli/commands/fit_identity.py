@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from enum import Enum
 from typing import Annotated
 
@@ -61,6 +62,7 @@ def fit_identity_command(
         ("audio-to-motion", f"{r.a2m_mode}; {r.a2m_train_frames} frames trained, last {r.a2m_heldout_frames} held out"),
         ("held-out landmarks", f"RMSE {e['rmse']:.4f}, mouth {e['mouth_rmse']:.4f} (inter-ocular units); mouth-opening corr {e['mouth_open_corr']:.2f}"),
     ]
+    rows.append(("audio-video offset", _sync_text(r.a2m_sync)))
     if r.voice_check:
         v = r.voice_check
         rows.append(("other voices", f"mouth-opening corr {v['person_corr']:.2f} (generic model {v['generic_corr']:.2f}) on train-a2m's held-out people: {v['people']}"))
@@ -71,6 +73,16 @@ def fit_identity_command(
     ] + paths_rows(r.paths)
     console.print(summary_table("fit-identity", rows))
     console.print(f"next: emogene speak AUDIO --identity {r.name} --emotion happy")
+
+
+def _sync_text(sync) -> str:
+    if sync is None or not math.isfinite(sync.corr0):
+        return "not measured (no generic audio-to-motion model of these audio features)"
+    if sync.offset == 0:
+        return f"none found (generic model's mouth-opening corr {sync.corr0:.2f} at lag 0)"
+    when = "late" if sync.offset > 0 else "early"
+    return (f"{sync.offset:+d} frames: the sound is {abs(sync.milliseconds)} ms {when} against the picture; trained on realigned "
+            f"pairs (generic model's mouth-opening corr {sync.corr0:.2f} -> {sync.corr:.2f})")
 
 
 def _steps_text(total: int, start: int) -> str:

@@ -16,6 +16,8 @@ M-LMD (mouth landmarks 48-67, each frame centred) between the predicted landmark
 with the real head poses, and the tracked ones, in pixels of a 256-pixel face crop; and the
 number of frames measured. The model runs at temperature 0 (the prior's mean) on the
 stretch's audio alone, speaker-normalised over that stretch, as ``speak`` would run it.
+A person's model is scored with the recording's sound moved by the audio-video offset it was
+trained with (:mod:`emogene_cli.motion.sync`; ``sync_offset`` in the figures).
 
 Which frames: a fitted identity's model trains on all but the clip's last ``max(10 %, 5 s)``
 (at most half the clip; :func:`emogene_cli.motion.training.a2m_heldout`), recorded in the model
@@ -37,9 +39,10 @@ from ..dataset import split_frames
 from ..errors import NotFoundError
 from ..evaluation import metrics
 from ..geometry import LM68_FROM_LM478
-from ..store import Store
+from ..store import Store, load_artifact
 from .corpus import mouth_open
 from .generic import MAX_LAG, lipsync_scores
+from .sync import paired_frames
 from .training import load_a2m, predict_motion
 
 CROP = 256  # M-LMD pixels are those of a face crop of this side
@@ -49,7 +52,8 @@ def lipsync_model(store: Store, name: str, feature_kind: str, n_frames: int, dev
     """The model to measure and where it may be measured: ``(model, info)``.
 
     ``info``: ``model`` (``"person"`` or ``"generic"``), ``start`` (first unseen frame),
-    ``method`` (a sentence for the report).
+    ``method`` (a sentence for the report), ``offset`` (the recording's audio-video offset the
+    person's model was trained with, :func:`sync_offset_of`; 0 for the generic model).
 
     Raises:
         NotFoundError: neither the person's nor a generic audio-to-motion model exists.
@@ -66,7 +70,11 @@ def lipsync_model(store: Store, name: str, feature_kind: str, n_frames: int, dev
         else:  # older person models trained on the renderer's split
             start = len(split_frames(n_frames)[0])
             method = "the person's (older) model on the renderer's held-out last 10 % (under 5 s for clips under 50 s)"
-        return model, {"model": "person", "start": start, "method": method}
+        offset = int(art.metadata.get("sync_offset", "0"))  # see sync_offset_of
+        if offset:
+            method += (f"; the recording's sound is paired {offset:+d} frames from its picture, the audio-video offset "
+                       "fit-identity measured and trained with")
+        return model, {"model": "person", "start": start, "method": method, "offset": offset}
     gpath = store.generic_a2m_file
     if not gpath.is_file():
         raise NotFoundError(
@@ -74,14 +82,26 @@ def lipsync_model(store: Store, name: str, feature_kind: str, n_frames: int, dev
             f"or `emogene fit-identity {name}`", path=gpath)
     model, art = load_a2m(gpath, what="generic audio-to-motion model", device=device, feature_kind=feature_kind)
     method = f"the generic model ({store.generic_a2m_label()}) on the whole clip"
-    return model, {"model": "generic", "start": 0, "method": method, "trained_clips": json.loads(art.metadata.get("train_clips", "[]"))}
+    return model, {"model": "generic", "start": 0, "offset": 0, "method": method, "trained_clips": json.loads(art.metadata.get("train_clips", "[]"))}
 
 
-def measure_lipsync(model: Any, data: Any, start: int, stop: int | None = None, device: str = "cpu") -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def sync_offset_of(store: Store, name: str) -> int:
+    """The audio-video offset (frames, :mod:`emogene_cli.motion.sync`) the person's model was trained with; 0 if none."""
+    path = store.a2m_path(name)
+    if not path.is_file():
+        return 0
+    return int(load_artifact(path, what="audio-to-motion model").metadata.get("sync_offset", "0"))
+
+
+def measure_lipsync(model: Any, data: Any, start: int, stop: int | None = None, device: str = "cpu",
+                    offset: int = 0) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Lip-sync figures of ``model`` on frames ``[start, stop)`` of an identity dataset.
 
     Args:
         data: :class:`~emogene_cli.dataset.IdentityData` (any loaded ``size``).
+        offset: the recording's audio-video offset in frames (:mod:`emogene_cli.motion.sync`):
+            video frame ``t`` is scored against the prediction from audio frame ``t + offset``
+            (frames without a partner are dropped).
 
     Returns:
         ``(figures, series)``: figures as in the module docstring plus the audio-envelope
@@ -91,22 +111,22 @@ def measure_lipsync(model: Any, data: Any, start: int, stop: int | None = None, 
     T = data.frames
     stop = T if stop is None else min(stop, T)
     start = max(0, min(start, stop - 3))
-    feats = data.audio_features[2 * start : 2 * stop]
-    f0 = data.f0[start:stop]
-    pred = predict_motion(model, feats, f0, temperature=0.0, device=device)
+    a, v = paired_frames(start, stop, offset, T)
+    pred = predict_motion(model, data.audio_features[2 * a.start : 2 * a.stop], data.f0[a], temperature=0.0, device=device)
     mean68 = data.mean_shape[LM68_FROM_LM478]
-    lm68 = data.landmarks[start:stop][:, LM68_FROM_LM478]
-    figures = lipsync_scores(pred, data.motion[start:stop], mean68, data.iod, data.poses[start:stop], lm68,
-                             CROP / float(data.size), data.face_found[start:stop])
+    lm68 = data.landmarks[v][:, LM68_FROM_LM478]
+    figures = lipsync_scores(pred, data.motion[v], mean68, data.iod, data.poses[v], lm68,
+                             CROP / float(data.size), data.face_found[v])
 
     p_open = mouth_open(pred, mean68, data.iod)
-    r_open = mouth_open(data.motion[start:stop], mean68, data.iod)
-    audio = data.audio[start * SAMPLES_PER_FRAME : stop * SAMPLES_PER_FRAME]
-    env = loudness_envelope(audio, stop - start)
+    r_open = mouth_open(data.motion[v], mean68, data.iod)
+    n = v.stop - v.start
+    env = loudness_envelope(data.audio[a.start * SAMPLES_PER_FRAME : a.stop * SAMPLES_PER_FRAME], n)
+    env_video = loudness_envelope(data.audio[v.start * SAMPLES_PER_FRAME : v.stop * SAMPLES_PER_FRAME], n)
     env_pred = metrics.lipsync_correlation(p_open, env, max_lag=MAX_LAG)
-    env_real = metrics.lipsync_correlation(r_open, env, max_lag=MAX_LAG)
+    env_real = metrics.lipsync_correlation(r_open, env_video, max_lag=MAX_LAG)
     figures.update({
-        "seconds": (stop - start) / 25.0, "start_frame": int(start), "stop_frame": int(stop),
+        "seconds": n / 25.0, "start_frame": int(v.start), "stop_frame": int(v.stop), "sync_offset": int(offset),
         "envelope_corr_pred": env_pred[0], "envelope_lag_pred": int(env_pred[1]),
         "envelope_corr_real_video": env_real[0], "envelope_lag_real_video": int(env_real[1]),
         "m_lmd_units": f"pixels of a {CROP}x{CROP} face crop",
@@ -117,7 +137,7 @@ def measure_lipsync(model: Any, data: Any, start: int, stop: int | None = None, 
 def identity_lipsync(store: Store, name: str, data: Any, device: str = "cpu") -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """:func:`measure_lipsync` of the identity's own (or the generic) model on its unseen frames."""
     model, info = lipsync_model(store, name, data.feature_kind, data.frames, device)
-    figures, series = measure_lipsync(model, data, info["start"], None, device)
+    figures, series = measure_lipsync(model, data, info["start"], None, device, offset=info.get("offset", 0))
     figures = {"model": info["model"], "method": info["method"], **figures}
     if info["model"] == "generic":
         source = str(Path(data.metadata.get("source", "")).resolve()) if data.metadata.get("source") else ""

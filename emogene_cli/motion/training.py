@@ -42,6 +42,7 @@ from ..interrupt import interruptible, note_kept
 from ..models.a2m import A2MConfig, AudioToMotionVAE
 from ..store import load_artifact, load_model, save_artifact, save_model
 from .corpus import AugmentConfig, FeatureExtractor, add_variants_arrays, mouth_open
+from .sync import SyncOffset, estimate_offset, paired_frames
 
 #: Version of the audio-to-motion model files written here (metadata ``a2m_version``);
 #: files without it are the older person-only models (raw inputs, ``input_norm="none"``).
@@ -370,7 +371,8 @@ def load_a2m(path: Path, *, what: str = "audio-to-motion model", device: str = "
 
 @dataclass
 class PersonA2MResult:
-    """What :func:`fit_person_a2m` trained: ``mode`` (finetune/scratch), frames used and held out, errors."""
+    """What :func:`fit_person_a2m` trained: ``mode`` (finetune/scratch), frames used and held out, errors,
+    and the recording's audio-video offset it corrected (:mod:`emogene_cli.motion.sync`)."""
 
     model: AudioToMotionVAE
     mode: str
@@ -378,6 +380,7 @@ class PersonA2MResult:
     heldout_frames: int
     errors: dict[str, float] = field(default_factory=dict)
     note: str = ""
+    sync: SyncOffset = field(default_factory=SyncOffset)
 
 
 # --------------------------------------------------------------------------------------
@@ -433,11 +436,20 @@ def finetune_settings(base: A2MTraining) -> A2MTraining:
     leads his voice by 2-4 frames more than other people's) along with his mouth. Measured on
     obama_20s against a generic model at 0.47 on those people, mouth-opening r there / on
     Obama's own held-out 5 s: anchor 100: 0.37 / 0.70; 400: 0.42 / 0.68; 1000: 0.47 / 0.60
-    (from scratch: 0.54 on his own).
+    (from scratch: 0.54 on his own). These figures predate the correction of the recording's own
+    offset (:mod:`emogene_cli.motion.sync`), which removes the timing it had to learn.
     """
     return A2MTraining(steps=max(20, int(base.steps * 0.4)), window=base.window, batch=base.batch, lr=3e-4,
                        kl_weight=base.kl_weight, velocity_weight=base.velocity_weight, freeze_audio=True,
                        anchor_weight=400.0)
+
+
+def _generic_for(store, feature_kind: str, device: str) -> AudioToMotionVAE | None:
+    """The store's (or the bundled) generic model when it uses ``feature_kind``, else None."""
+    path = store.generic_a2m_file
+    if not path.is_file() or (load_artifact(path, what="generic audio-to-motion model").feature_kind or "mel") != feature_kind:
+        return None
+    return load_a2m(path, what="generic audio-to-motion model", device=device, feature_kind=feature_kind)[0]
 
 
 def fit_person_a2m(data, mode: str, preset: str, training: A2MTraining, *, store, device: str = "cpu", seed: int = 0,
@@ -453,13 +465,26 @@ def fit_person_a2m(data, mode: str, preset: str, training: A2MTraining, *, store
             training part; none when the dataset's feature kind cannot be recomputed here).
         checkpoint, resume: resumable training state (see :func:`train_a2m_clips`).
 
+    The recording's audio-video offset is measured first with the generic model as the judge
+    (:mod:`emogene_cli.motion.sync`; when the store has a generic model of the same audio
+    features) and the model trains and is scored on the realigned pairs, so that it learns the
+    person's mouth and not the recording's sync.
+
     Returns:
-        :class:`PersonA2MResult` with held-out motion errors and mouth-opening correlation.
+        :class:`PersonA2MResult` with held-out motion errors, mouth-opening correlation and
+        standard-deviation ratio (predicted over tracked), and the offset used.
     """
     T = data.frames
     held = a2m_heldout(T)
     n = T - held
-    utts = [Utterance(data.audio_features[: 2 * n], data.f0[:n], data.motion[:n])]
+    mean68 = data.mean_shape[LM68_FROM_LM478]
+    generic = _generic_for(store, data.feature_kind, device)
+    sync = SyncOffset()
+    if generic is not None:  # the recording's own audio-video offset, judged on the training part
+        pred = predict_motion(generic, data.audio_features[: 2 * n], data.f0[:n], temperature=0.0, device=device)
+        sync = estimate_offset(mouth_open(pred, mean68, data.iod), mouth_open(data.motion[:n], mean68, data.iod))
+    a, v = paired_frames(0, n, sync.offset, n)  # audio and video both from the training part
+    utts = [Utterance(data.audio_features[2 * a.start : 2 * a.stop], data.f0[a], data.motion[v])]
     augment = AugmentConfig() if augment is None else augment
     note = ""
     if augment.variants:
@@ -468,20 +493,22 @@ def fit_person_a2m(data, mode: str, preset: str, training: A2MTraining, *, store
         except Exception as exc:  # HuBERT weights not here: no augmentation
             extractor, note = None, f"no augmentation ({exc.__class__.__name__})"
         if extractor is not None:
-            audio = data.audio[: n * 640]
-            for v in add_variants_arrays(audio, data.f0[:n], data.motion[:n], extractor, augment, seed):
-                utts.append(Utterance(v.features, v.f0, v.motion))
+            audio = data.audio[a.start * 640 : a.stop * 640]
+            for var in add_variants_arrays(audio, data.f0[a], data.motion[v], extractor, augment, seed):
+                utts.append(Utterance(var.features, var.f0, var.motion))
     if mode == "finetune":
-        init, _ = load_a2m(store.generic_a2m_file, what="generic audio-to-motion model", device=device, feature_kind=data.feature_kind)
-        model = train_a2m_clips([utts], init.config, finetune_settings(training), init=init, device=device, seed=seed,
+        if generic is None:
+            raise NotFoundError("--a2m finetune needs a generic audio-to-motion model of the identity's audio features", path=store.generic_a2m_file)
+        model = train_a2m_clips([utts], generic.config, finetune_settings(training), init=generic, device=device, seed=seed,
                                 progress=progress, label="audio-to-motion (fine-tune)", checkpoint=checkpoint, resume=resume)
     else:
         config = A2MConfig.preset(preset, audio_dim=int(data.audio_features.shape[1]))
         model = train_a2m_clips([utts], config, training, device=device, seed=seed, progress=progress, label="audio-to-motion",
                                 checkpoint=checkpoint, resume=resume)
-    pred = predict_motion(model, data.audio_features[2 * n :], data.f0[n:], temperature=0.0, device=device)
-    errors = motion_errors(pred, data.motion[n:])
-    mean68 = data.mean_shape[LM68_FROM_LM478]
-    p_open, r_open = mouth_open(pred, mean68, data.iod), mouth_open(data.motion[n:], mean68, data.iod)
+    a, v = paired_frames(n, T, sync.offset, T)
+    pred = predict_motion(model, data.audio_features[2 * a.start : 2 * a.stop], data.f0[a], temperature=0.0, device=device)
+    errors = motion_errors(pred, data.motion[v])
+    p_open, r_open = mouth_open(pred, mean68, data.iod), mouth_open(data.motion[v], mean68, data.iod)
     errors["mouth_open_corr"] = float(np.corrcoef(p_open, r_open)[0, 1]) if p_open.std() > 1e-8 and r_open.std() > 1e-8 else float("nan")
-    return PersonA2MResult(model=model, mode=mode, train_frames=n, heldout_frames=held, errors=errors, note=note)
+    errors["mouth_open_sd_ratio"] = float(p_open.std() / r_open.std()) if r_open.std() > 1e-8 else float("nan")
+    return PersonA2MResult(model=model, mode=mode, train_frames=n, heldout_frames=held, errors=errors, note=note, sync=sync)

@@ -55,7 +55,7 @@ from ..evaluation import (
 )
 from ..face import BLENDSHAPE_NAMES, DETECT_SIZE, TrackResult, masked_mean, redetect
 from ..media import SAMPLE_RATE
-from ..motion import identity_lipsync
+from ..motion import identity_lipsync, sync_offset_of
 from ..render import Speaker, compose_grid, evaluate_renderer, load_speaker
 from ..store import Store, atomic_write_bytes, load_artifact
 from .reference import reference_lipsync
@@ -154,10 +154,11 @@ def _reconstruction(speaker: Speaker, data: IdentityData, held: np.ndarray, real
 def _audio_driven(speaker: Speaker, data: IdentityData, held: np.ndarray, real_track: TrackResult, device: str,
                   store: Store, seed: int, hubert: str | None, progress: Progress | None,
                   ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    start, stop = int(held[0]) * SAMPLES_PER_FRAME, (int(held[-1]) + 1) * SAMPLES_PER_FRAME
+    offset = sync_offset_of(store, speaker.name)  # the recording's audio-video offset (motion.sync)
+    start, stop = (int(held[0]) + offset) * SAMPLES_PER_FRAME, (int(held[-1]) + 1 + offset) * SAMPLES_PER_FRAME
     audio = np.zeros(stop - start, np.float32)
-    piece = data.audio[start:stop]
-    audio[: len(piece)] = piece
+    piece = data.audio[max(start, 0):stop]
+    audio[max(0, -start) : max(0, -start) + len(piece)] = piece
     plan = plan_motion(speaker, audio, emotion="neutral", seed=seed, hubert=hubert, store_dir=store.third_party_dir)
     T = min(len(plan.motion), len(held))
     frames = _render(speaker, data.poses[held[:T]], plan.motion[:T], speaker.background, device, progress, "audio-driven",
@@ -178,7 +179,9 @@ def _audio_driven(speaker: Speaker, data: IdentityData, held: np.ndarray, real_t
         "lipsync_corr": corr, "lipsync_lag": lag,
         "lipsync_corr_real_video": real_corr, "lipsync_lag_real_video": real_lag,
         "face_found_rendered": track.found_fraction,
-        "note": "motion from the held-out audio (speak's pipeline), head poses from the real held-out frames",
+        "sync_offset": offset,
+        "note": "motion from the held-out audio (speak's pipeline), head poses from the real held-out frames"
+                + (f"; the sound moved {offset:+d} frames, the recording's audio-video offset" if offset else ""),
     }
     per_frame = {"frames": frames, "landmarks68": fake68, "m_lmd": np.where(valid, m_per, np.nan),
                  "f_lmd": np.where(valid, f_per, np.nan), "mouth_open": mouth,

@@ -22,7 +22,7 @@ from ..dataset import heldout_frames, load_identity, split_frames
 from ..emotion import attach_calibration, emotion_gain_path, load_ldm, tracker_gain_path
 from ..errors import EmogeneError, InputError
 from ..models.renderer import RendererConfig
-from ..motion import A2MTraining, fit_person_a2m, load_a2m, pool_scores, resolve_a2m_mode, save_a2m, score_clip, validation_clips
+from ..motion import A2MTraining, SyncOffset, fit_person_a2m, load_a2m, pool_scores, resolve_a2m_mode, save_a2m, score_clip, validation_clips
 from ..render import evaluate_renderer, load_speaker, train_renderer
 from ..store import Store, atomic_write_bytes, load_artifact
 
@@ -70,6 +70,7 @@ class FitResult:
     a2m_train_frames: int = 0
     a2m_heldout_frames: int = 0
     voice_check: dict[str, float] = field(default_factory=dict)
+    a2m_sync: SyncOffset | None = None  # the recording's audio-video offset the audio-to-motion model was trained with
     ldm: str = ""  # the landmark deformation model the gains were measured for (Store.ldm_label), "" if none
 
 
@@ -167,7 +168,7 @@ def fit_identity(
         name=name, preset=preset, resolution=cfg.renderer.resolution, frames=T, train_frames=len(train_idx),
         heldout_frames=len(held), psnr=float(report["psnr"]), ssim=float(report["ssim"]), a2m_errors=r.errors,
         feature_kind=data.feature_kind, seconds=seconds, paths=paths, a2m_mode=r.mode, a2m_note=" ".join(x for x in (a2m_note, r.note) if x),
-        a2m_train_frames=r.train_frames, a2m_heldout_frames=r.heldout_frames, voice_check=person["voice_check"],
+        a2m_train_frames=r.train_frames, a2m_heldout_frames=r.heldout_frames, voice_check=person["voice_check"], a2m_sync=r.sync,
         renderer_steps=int(renderer_stats["steps"]), renderer_start_step=int(renderer_stats["start_step"]),
         ldm=store.ldm_label() if store.ldm_file.is_file() else "",
     )
@@ -202,7 +203,8 @@ def _train_person_a2m(data, name: str, *, store: Store, cfg: FitPreset, mode: st
     r = fit_person_a2m(data, mode, cfg.name, cfg.a2m, store=store, device=device, seed=seed, progress=progress,
                        checkpoint=store.checkpoint_dir(name) / "a2m.safetensors", resume=resume)
     voice = voice_independence(r.model, store, device) if mode == "finetune" else {}
-    extra = {"a2m_mode": mode, "a2m_train_frames": str(r.train_frames), "a2m_heldout_frames": str(r.heldout_frames)}
+    extra = {"a2m_mode": mode, "a2m_train_frames": str(r.train_frames), "a2m_heldout_frames": str(r.heldout_frames),
+             "sync_offset": str(r.sync.offset), "sync_corr0": f"{r.sync.corr0:.4f}", "sync_corr": f"{r.sync.corr:.4f}"}
     path = save_a2m(store.a2m_path(name), r.model, producer="fit-identity", params={**params, "a2m": mode},
                     feature_kind=data.feature_kind, extra=extra)
     return {"result": r, "path": path, "voice_check": voice}
@@ -245,5 +247,5 @@ def _fit_a2m_only(name: str, *, store: Store, cfg: FitPreset, mode: str, note: s
         name=name, preset=cfg.name, resolution=data.size, frames=T, train_frames=r.train_frames, heldout_frames=r.heldout_frames,
         psnr=float("nan"), ssim=float("nan"), a2m_errors=r.errors, feature_kind=data.feature_kind, seconds=seconds,
         paths={"audio-to-motion": person["path"]}, a2m_mode=r.mode, a2m_note=" ".join(x for x in (note, r.note) if x),
-        a2m_train_frames=r.train_frames, a2m_heldout_frames=r.heldout_frames, voice_check=person["voice_check"],
+        a2m_train_frames=r.train_frames, a2m_heldout_frames=r.heldout_frames, voice_check=person["voice_check"], a2m_sync=r.sync,
     )
