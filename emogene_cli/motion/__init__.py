@@ -26,9 +26,10 @@ from .training import (
 )
 
 __all__ = [
-    "A2MTraining", "AugmentConfig", "ClipData", "FeatureExtractor", "GenericA2MReport", "GenericPreset", "PersonA2MResult",
-    "PostConfig", "SyncOffset", "TalkingClip", "estimate_offset", "paired_frames", "find_idle_segments", "fit_person_a2m", "identity_lipsync", "lipsync_model", "lle_project",
-    "load_a2m", "load_clip", "measure_lipsync", "mouth_open", "one_euro_filter", "pool_scores", "pose_speed", "postprocess",
-    "postprocess_neutral", "predict_motion", "resolve_a2m_mode", "sample_poses", "save_a2m", "scan_talking", "score_clip", "sync_offset_of",
+    "A2MTraining", "AugmentConfig", "ClipData", "FeatureExtractor", "GenericA2MReport", "GenericPreset",
+    "PersonA2MResult", "PostConfig", "SyncOffset", "TalkingClip", "estimate_offset", "find_idle_segments",
+    "fit_person_a2m", "identity_lipsync", "lipsync_model", "lle_project", "load_a2m", "load_clip", "measure_lipsync",
+    "mouth_open", "one_euro_filter", "paired_frames", "pool_scores", "pose_speed", "postprocess", "postprocess_neutral",
+    "predict_motion", "resolve_a2m_mode", "sample_poses", "save_a2m", "scan_talking", "score_clip", "sync_offset_of",
     "train_a2m", "train_generic_a2m", "validation_clips",
 ]

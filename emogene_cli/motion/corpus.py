@@ -45,6 +45,7 @@ from ..errors import InputError, NotFoundError
 from ..face import CACHE_VERSION, cached_track, choose_crop_box, face_box, read_cache, source_stamp
 from ..media import SAMPLE_RATE
 from ..store import Store, save_artifact
+from .sync import paired_frames
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
 MIN_FRAMES = 50  # 2 s at 25 fps
@@ -442,9 +443,7 @@ def shift_clip(data: ClipData, offset: int) -> ClipData:
     k = int(offset)
     if k == 0:
         return data
-    T = data.frames
-    a = slice(k, T) if k > 0 else slice(0, T + k)  # audio frames kept
-    v = slice(0, T - k) if k > 0 else slice(-k, T)  # video frames kept
+    a, v = paired_frames(0, data.frames, k, data.frames)  # audio frames kept, video frames kept
     return ClipData(
         clip=data.clip, motion=data.motion[v], features=data.features[2 * a.start : 2 * a.stop], f0=data.f0[a],
         audio=data.audio[a.start * 640 : a.stop * 640], mean68=data.mean68, iod=data.iod, poses=data.poses[v],

@@ -70,7 +70,7 @@ def lipsync_model(store: Store, name: str, feature_kind: str, n_frames: int, dev
         else:  # older person models trained on the renderer's split
             start = len(split_frames(n_frames)[0])
             method = "the person's (older) model on the renderer's held-out last 10 % (under 5 s for clips under 50 s)"
-        offset = int(art.metadata.get("sync_offset", "0"))  # see sync_offset_of
+        offset = _recorded_offset(art.metadata)
         if offset:
             method += (f"; the recording's sound is paired {offset:+d} frames from its picture, the audio-video offset "
                        "fit-identity measured and trained with")
@@ -90,7 +90,12 @@ def sync_offset_of(store: Store, name: str) -> int:
     path = store.a2m_path(name)
     if not path.is_file():
         return 0
-    return int(load_artifact(path, what="audio-to-motion model").metadata.get("sync_offset", "0"))
+    return _recorded_offset(load_artifact(path, what="audio-to-motion model").metadata)
+
+
+def _recorded_offset(metadata: dict[str, str]) -> int:
+    """``sync_offset`` of a person's model file (written by fit-identity); 0 in files made before it."""
+    return int(metadata.get("sync_offset", "0"))
 
 
 def measure_lipsync(model: Any, data: Any, start: int, stop: int | None = None, device: str = "cpu",

@@ -447,9 +447,10 @@ def finetune_settings(base: A2MTraining) -> A2MTraining:
 def _generic_for(store, feature_kind: str, device: str) -> AudioToMotionVAE | None:
     """The store's (or the bundled) generic model when it uses ``feature_kind``, else None."""
     path = store.generic_a2m_file
-    if not path.is_file() or (load_artifact(path, what="generic audio-to-motion model").feature_kind or "mel") != feature_kind:
+    if not path.is_file():
         return None
-    return load_a2m(path, what="generic audio-to-motion model", device=device, feature_kind=feature_kind)[0]
+    model, art = load_a2m(path, what="generic audio-to-motion model", device=device)
+    return model if (art.feature_kind or "mel") == feature_kind else None
 
 
 def fit_person_a2m(data, mode: str, preset: str, training: A2MTraining, *, store, device: str = "cpu", seed: int = 0,
