@@ -372,6 +372,31 @@ def test_cross_validation_scores_every_person_with_a_model_that_never_heard_them
     assert all(v["frames"] == 300 for v in cv["people"].values())
 
 
+def test_cross_validation_also_scores_each_person_resynced_by_a_judge_that_is_not_the_model(tmp_path):
+    from emogene_cli.motion.generic import GenericPreset, cross_validate
+
+    rng = np.random.default_rng(3)
+    voices = {"ann": (100.0, 650.0, 0.4), "bob": (140.0, 850.0, 0.2), "cid": (200.0, 1100.0, 0.1), "dan": (120.0, 750.0, 0.3)}
+    data = []
+    for name, v in voices.items():
+        c = synthetic_clip(name, rng, *v)
+        if name == "cid":  # this recording's video runs 4 frames ahead of its sound
+            c.motion = np.concatenate([c.motion[4:], np.repeat(c.motion[-1:], 4, 0)])
+        data.append(c)
+    groups = people_folds([d.person for d in data], 2, seed=0)
+    cv = cross_validate(data, groups, GenericPreset.get("tiny"), 100, store=Store(tmp_path), extractor=FeatureExtractor("mel"),
+                        augment=AugmentConfig(variants=0))
+    cid = cv["people"]["cid"]
+    assert cid["sync_offset"] == 4 and cid["mouth_open_best_lag"] == 4, cid
+    assert cid["mouth_open_corr_resynced"] > cid["mouth_open_corr"] + 0.2, cid
+    for name in ("ann", "bob", "dan"):  # in sync: the same recording scored twice
+        assert cv["people"][name]["sync_offset"] == 0
+        assert cv["people"][name]["mouth_open_corr_resynced"] == pytest.approx(cv["people"][name]["mouth_open_corr"])
+    resynced = [v["mouth_open_corr_resynced"] for v in cv["people"].values()]
+    assert cv["mean_r_resynced"] == pytest.approx(np.mean(resynced))
+    assert cv["below_035"] == sum(v["mouth_open_corr"] < 0.35 for v in cv["people"].values())
+
+
 def test_train_a2m_prints_the_cross_validation_per_person_and_its_mean(monkeypatch):
     from rich.console import Console
 
@@ -382,12 +407,18 @@ def test_train_a2m_prints_the_cross_validation_per_person_and_its_mean(monkeypat
     row = {"frames": 250, "clips": 1, "mouth_open_best_lag": -2, "mouth_open_best_corr": 0.7, "m_lmd": 1.25}
     cv = {"folds": 2, "people": {"ann": {**row, "mouth_open_corr": 0.4}, "bob": {**row, "mouth_open_corr": 0.6}},
           "mean_r": 0.5, "median_r": 0.5, "min_r": 0.4, "mean_best_r": 0.7, "mean_m_lmd": 1.25}
+    command._print_cross_validation(cv)  # a model file written before the resynced scores: no such column
+    assert "over 2 people: mouth-opening r mean 0.50" in rec.export_text() and "resynced" not in rec.export_text(clear=True)
+    cv["people"]["ann"].update(mouth_open_corr_resynced=0.65, sync_offset=3)
+    cv["people"]["bob"].update(mouth_open_corr_resynced=0.6, sync_offset=0)
+    cv.update(mean_r_resynced=0.625, median_r_resynced=0.625, below_035=0, below_035_resynced=0)
     command._print_cross_validation(cv)
     text = rec.export_text()
     assert "2-fold leave-identity-out" in text and "-2 (0.70)" in text
     assert [line.split()[:4] for line in text.splitlines() if line.startswith(("│ ann", "│ bob"))] == [
         ["│", "ann", "│", "10.0"], ["│", "bob", "│", "10.0"]]
     assert "over 2 people: mouth-opening r mean 0.50, median 0.50, lowest 0.40" in text
+    assert "0.65 (+3)" in text and "resynced recordings" in text and "r mean 0.62, median 0.62" in text
 
 
 def test_an_interrupted_cross_validation_keeps_the_saved_model(tmp_path, monkeypatch):

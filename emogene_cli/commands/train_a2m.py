@@ -100,14 +100,19 @@ def train_a2m_command(
 def _print_cross_validation(cv: dict) -> None:
     table = Table(title=f"{cv['folds']}-fold leave-identity-out cross-validation: every person scored by a model that never heard them",
                   title_justify="left")
-    for col in ("person", "seconds", "r", "best lag (r)", "M-LMD"):
+    for col in ("person", "seconds", "r", "best lag (r)", "resynced r (offset)", "M-LMD"):
         table.add_column(col, justify="left" if col == "person" else "right")
     for person, g in sorted(cv["people"].items()):
+        resynced = f"{_fmt(g['mouth_open_corr_resynced'])} ({g['sync_offset']:+d})" if "sync_offset" in g else "-"
         table.add_row(person, f"{g['frames'] / 25:.1f}", _fmt(g["mouth_open_corr"]),
-                      f"{g['mouth_open_best_lag']:+d} ({_fmt(g['mouth_open_best_corr'])})", _fmt(g["m_lmd"]))
+                      f"{g['mouth_open_best_lag']:+d} ({_fmt(g['mouth_open_best_corr'])})", resynced, _fmt(g["m_lmd"]))
     console.print(table)
     console.print(f"over {len(cv['people'])} people: mouth-opening r mean {_fmt(cv['mean_r'])}, median {_fmt(cv['median_r'])}, "
                   f"lowest {_fmt(cv['min_r'])}; best-lag r mean {_fmt(cv['mean_best_r'])}; M-LMD mean {_fmt(cv['mean_m_lmd'])}")
+    if "mean_r_resynced" in cv:
+        console.print(f"resynced recordings (offsets judged by a ridge regression on the other people, not by this model): "
+                      f"r mean {_fmt(cv['mean_r_resynced'])}, median {_fmt(cv['median_r_resynced'])}; people under 0.35: "
+                      f"{cv['below_035']} as recorded, {cv['below_035_resynced']} resynced")
 
 
 def register(app: typer.Typer) -> None:
