@@ -30,6 +30,12 @@ def test_chain_commands_succeed(chain):
     assert "may" in results["list"].stdout and "ldm" in results["list"].stdout
     for rel in ("identities/may/dataset.safetensors", "identities/may/renderer.safetensors", "identities/may/a2m.safetensors", "models/ldm.safetensors"):
         assert (home / rel).is_file(), rel
+    from emogene_cli.render import load_speaker
+    from emogene_cli.store import Store, load_artifact
+
+    gain = float(load_artifact(home / "identities/may/a2m.safetensors").metadata["mouth_gain"])
+    assert 0.8 <= gain <= 1.6 and "mouth gain" in results["fit"].stdout
+    assert load_speaker(Store(home), "may").mouth_gain == pytest.approx(gain)  # what speak applies
 
 
 def test_speak_output_is_playable_with_audio_of_the_right_length(chain):

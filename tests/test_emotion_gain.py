@@ -103,7 +103,7 @@ def test_speak_scales_each_emotion_by_its_gain():
         weights = np.zeros((T, len(EMOTIONS)), np.float32)
         weights[:, EMOTIONS.index(emotion)] = 1.0
         for g in (None, gain):
-            speaker = types.SimpleNamespace(bank_motion=bank, lift=(lift_w, None), tracker_gain=None, emotion_gain=g)
+            speaker = types.SimpleNamespace(bank_motion=bank, lift=(lift_w, None), tracker_gain=None, emotion_gain=g, mouth_gain=1.0, mouth_rest=None)
             emotional, _, _, _ = emotional_motion(speaker, bank[:T].copy(), weights, ldm=ldm)
             out[emotion, g is None] = emotional - bank[:T]
     assert np.allclose(out["surprised", False], 1.5 * out["surprised", True], atol=1e-5)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from emogene_cli.geometry import LM68_UPPER_LID, compose_pose
+from emogene_cli.geometry import LM68_UPPER_LID, compose_pose, mouth_opening
 from emogene_cli.motion import postprocessing as pp
 from emogene_cli.motion.poses import find_idle_segments, pose_speed, sample_poses
 
@@ -114,3 +114,50 @@ def test_sampled_poses_rest_during_silence():
     assert out.shape == (150, 4, 4)
     speed = pose_speed(out, 100.0)
     assert speed[60:100].mean() < 0.2 * speed[:50].mean()
+
+
+def opening_motion(rng, T=300):
+    """Motion ``[T, 68, 3]`` whose inner lips open by a smooth ``a_t >= 0`` (lower lip and chin move
+    down) while a brow point moves on its own; the mean shape has the lips closed (iod 1)."""
+    from scipy.ndimage import gaussian_filter1d
+
+    a = np.clip(gaussian_filter1d(rng.normal(size=T), 3.0) * 3.0, 0.0, None) * 0.05
+    motion = np.zeros((T, 68, 3), np.float32)
+    motion[:, 66, 1] = a
+    motion[:, 57, 1] = a
+    motion[:, 8, 1] = 0.8 * a  # the chin
+    motion[:, 19, 1] = 0.01 * rng.normal(size=T)  # a brow: not the mouth's
+    return motion, a
+
+
+def test_amplify_mouth_scales_the_opening_about_the_closed_posture_and_nothing_else():
+    rng = np.random.default_rng(0)
+    bank, a = opening_motion(rng)
+    mean68 = np.zeros((68, 3), np.float32)
+    rest = pp.mouth_rest(bank, mean68, 1.0)
+    assert rest[66, 1] == pytest.approx(0.0, abs=1e-6)  # the most closed frames: lips together
+    out = pp.amplify_mouth(bank, rest, 1.5)
+    np.testing.assert_allclose(out[:, 66, 1], 1.5 * a, atol=1e-6)
+    np.testing.assert_allclose(out[:, 8, 1], 1.5 * 0.8 * a, atol=1e-6)
+    np.testing.assert_array_equal(out[:, 19], bank[:, 19])  # the brow does not move
+    closed = a == 0
+    assert closed.any() and np.all(out[closed] == bank[closed])  # a "p"/"b"/"m" stays closed
+    assert pp.amplify_mouth(bank, rest, 1.0) is bank
+
+
+def test_measure_mouth_gain_is_the_real_over_the_predicted_spread_after_post_processing():
+    rng = np.random.default_rng(1)
+    bank, _ = opening_motion(rng, 600)
+    real = bank[400:]  # frames of the identity's own range
+    mean68 = np.zeros((68, 3), np.float32)
+    rest = pp.mouth_rest(bank, mean68, 1.0)
+    narrow = rest + 0.8 * (real - rest)  # a model that opens the mouth 0.8 times as wide
+    gain = pp.measure_mouth_gain(narrow, real, bank, mean68, 1.0)
+    assert 1.25 <= gain <= 1.45  # 1 / 0.8, and a little more for the smoothing of the chain itself
+    assert pp.measure_mouth_gain(rest + 0.3 * (real - rest), real, bank, mean68, 1.0) == pp.MOUTH_GAIN_RANGE[1]
+    assert pp.measure_mouth_gain(np.zeros_like(real), real, bank, mean68, 1.0) == 1.0  # a still prediction
+    # speak's chain with that gain opens the mouth as wide as the real one
+    base, _ = pp.postprocess(narrow, np.zeros_like(narrow), bank, pp.PostConfig(blinks=False), mouth_gain=gain, mouth_rest=rest)
+    plain, _ = pp.postprocess(narrow, np.zeros_like(narrow), bank, pp.PostConfig(blinks=False))
+    opening = [mouth_opening(m).std() for m in (base, plain, real)]  # the mean shape is 0, iod 1
+    assert opening[1] < 0.8 * opening[2] and opening[0] == pytest.approx(opening[2], rel=0.05)

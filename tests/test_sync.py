@@ -94,6 +94,7 @@ def test_fit_person_a2m_trains_on_realigned_pairs(monkeypatch):
     np.testing.assert_array_equal(utt.motion, motion[: n - k])  # video frames 0..n-k
     # scored on the realigned held-out pairs: the judge's mouth matches the video exactly there
     assert r.errors["mouth_open_corr"] > 0.999 and abs(r.errors["mouth_open_sd_ratio"] - 1.0) < 1e-3
+    assert "mouth_gain" in r.errors  # measured on the same held-out pairs (test_postprocess_poses)
 
 
 def test_without_a_generic_model_of_these_features_nothing_is_moved(monkeypatch):

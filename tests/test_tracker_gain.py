@@ -135,7 +135,7 @@ def test_speak_divides_the_emotion_by_the_gain_and_keeps_the_emotion_out_of_the_
     neutral = bank[:T].copy()
     outs = {}
     for g in (None, gain):
-        speaker = types.SimpleNamespace(bank_motion=bank, lift=(lift_w, None), tracker_gain=g, emotion_gain=None)
+        speaker = types.SimpleNamespace(bank_motion=bank, lift=(lift_w, None), tracker_gain=g, emotion_gain=None, mouth_gain=1.0, mouth_rest=None)
         outs[g is None] = emotional_motion(speaker, neutral, weights, ldm=ldm)
     _, _, dense_raw, _ = outs[True]
     _, _, dense, code = outs[False]

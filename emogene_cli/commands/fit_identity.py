@@ -62,6 +62,9 @@ def fit_identity_command(
         ("audio-to-motion", f"{r.a2m_mode}; {r.a2m_train_frames} frames trained, last {r.a2m_heldout_frames} held out"),
         ("held-out landmarks", f"RMSE {e['rmse']:.4f}, mouth {e['mouth_rmse']:.4f} (inter-ocular units); mouth-opening corr {e['mouth_open_corr']:.2f}"),
     ]
+    if "mouth_gain" in e:
+        rows.append(("mouth gain", f"{e['mouth_gain']:.2f}: the real mouth opens {e['mouth_gain']:.2f} times as wide as the model's "
+                                   "on the held-out audio; speak scales the mouth by it"))
     rows.append(("audio-video offset", _sync_text(r.a2m_sync)))
     if r.voice_check:
         v = r.voice_check

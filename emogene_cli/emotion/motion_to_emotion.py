@@ -82,7 +82,8 @@ def emotional_motion(
        :data:`.gain.GAIN_MAX`: how much more motion this face needs to show the
        emotion as strongly as the actors);
     2. :func:`postprocess`: the neutral motion alone is projected onto the identity's own
-       landmark manifold, smoothed, clamped to its range and given blinks; the displacement
+       landmark manifold, smoothed, its mouth scaled by the identity's mouth gain
+       (:attr:`Speaker.mouth_gain`), clamped to its range and given blinks; the displacement
        is only low-passed in time, so the emotion keeps its full size;
     3. both are lifted to the 478 face-mesh points: the neutral motion with the identity's
        own map (:attr:`Speaker.lift`), the displacement with the map fitted on the MEAD
@@ -118,7 +119,8 @@ def emotional_motion(
         with torch.inference_mode():
             n = torch.from_numpy(neutral).to(dev)
             displacement = ldm.mixed_displacement(n, torch.from_numpy(weights).to(dev)).cpu().numpy()
-    base, displacement = postprocess(neutral, displacement, speaker.bank_motion, post or PostConfig(seed=seed))
+    base, displacement = postprocess(neutral, displacement, speaker.bank_motion, post or PostConfig(seed=seed),
+                                     mouth_gain=speaker.mouth_gain, mouth_rest=speaker.mouth_rest)
     dense, code = dense_motion(speaker, base, displacement, ldm)
     return neutral + displacement, base + displacement, dense, code
 

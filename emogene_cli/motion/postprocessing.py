@@ -21,7 +21,12 @@ import numpy as np
 from scipy.ndimage import gaussian_filter1d
 from sklearn.neighbors import NearestNeighbors
 
-from ..geometry import LM68_LOWER_LID, LM68_UPPER_LID
+from ..geometry import LM68_LOWER_LID, LM68_MOUTH, LM68_UPPER_LID, mouth_opening
+
+#: 68-point landmarks that the mouth gain scales: the lower jaw line (which the chin carries) and the lips.
+LM68_MOUTH_GAIN = np.concatenate([np.arange(4, 13), LM68_MOUTH])
+#: the range a measured mouth gain is clipped to (:func:`measure_mouth_gain`)
+MOUTH_GAIN_RANGE = (0.8, 1.6)
 
 
 @dataclass
@@ -160,11 +165,46 @@ def add_blinks(motion: np.ndarray, *, fps: float = 25.0, period: float = 4.0, se
     return out
 
 
-def postprocess_neutral(neutral: np.ndarray, bank: np.ndarray, config: PostConfig | None = None) -> np.ndarray:
-    """The audio-driven neutral motion's chain: LLE projection, One-Euro smoothing, clamping, blinks.
+def mouth_rest(bank: np.ndarray, mean68: np.ndarray, iod: float, quantile: float = 0.1) -> np.ndarray:
+    """The identity's closed-mouth posture: ``[68, 3]`` mean motion of its most closed frames.
+
+    Args:
+        bank: ``[N, 68, 3]`` the identity's motion (inter-ocular units); mean68: ``[68, 3]`` its
+            mean shape in pixels and iod its inter-ocular distance in pixels.
+        quantile: the share of frames, by inner-lip opening, that count as closed.
+    """
+    opening = mouth_opening(mean68[None] / iod + bank)
+    closed = np.argsort(opening, kind="stable")[: max(1, int(len(bank) * quantile))]
+    return bank[closed].mean(0).astype(np.float32)
+
+
+def amplify_mouth(motion: np.ndarray, rest: np.ndarray, gain: float) -> np.ndarray:
+    """Scale the mouth's motion about the closed posture: ``rest + gain * (motion - rest)``.
+
+    Only the lips and the lower jaw line (:data:`LM68_MOUTH_GAIN`) move; a frame whose mouth is
+    at ``rest`` (a "p", "b" or "m") stays closed, an open one opens ``gain`` times as far.
+    This is variance matching on the mouth: a VAE decoded at its mean under-articulates, as
+    any regression to the mean does, by the factor that :func:`measure_mouth_gain` measures.
+
+    Args:
+        motion: ``[T, 68, 3]``; rest: ``[68, 3]`` (:func:`mouth_rest`); gain: 1 leaves it unchanged.
+    """
+    if gain == 1.0:
+        return motion
+    out = motion.copy()
+    pts = LM68_MOUTH_GAIN
+    out[:, pts] = rest[pts] + gain * (motion[:, pts] - rest[pts])
+    return out
+
+
+def postprocess_neutral(neutral: np.ndarray, bank: np.ndarray, config: PostConfig | None = None, *,
+                        mouth_gain: float = 1.0, mouth_rest: np.ndarray | None = None) -> np.ndarray:
+    """The audio-driven neutral motion's chain: LLE projection, One-Euro smoothing, mouth gain, clamping, blinks.
 
     Args:
         neutral: ``[T, 68, 3]`` A2M output; bank: ``[N, 68, 3]`` the identity's training motion.
+        mouth_gain, mouth_rest: :func:`amplify_mouth` after the smoothing (the identity's gain,
+            :func:`measure_mouth_gain`); no gain without a rest posture.
 
     Returns:
         ``[T, 68, 3]`` float32.
@@ -172,6 +212,8 @@ def postprocess_neutral(neutral: np.ndarray, bank: np.ndarray, config: PostConfi
     c = config or PostConfig()
     m = lle_project(neutral, bank, k=c.lle_k, blend=c.lle_blend)
     m = one_euro_filter(m, min_cutoff=c.euro_min_cutoff, beta=c.euro_beta, zero_phase=True)
+    if mouth_rest is not None:
+        m = amplify_mouth(m, mouth_rest, mouth_gain)
     m = clamp_to_range(m, bank, margin=c.clamp_margin)
     if c.blinks:
         m = add_blinks(m, period=c.blink_period, seed=c.seed)
@@ -179,17 +221,42 @@ def postprocess_neutral(neutral: np.ndarray, bank: np.ndarray, config: PostConfi
 
 
 def postprocess(
-    neutral: np.ndarray, displacement: np.ndarray, bank: np.ndarray, config: PostConfig | None = None
+    neutral: np.ndarray, displacement: np.ndarray, bank: np.ndarray, config: PostConfig | None = None, *,
+    mouth_gain: float = 1.0, mouth_rest: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The full chain: :func:`postprocess_neutral` of the neutral motion, :func:`smooth_displacement` of the emotion.
 
     Args:
         neutral: ``[T, 68, 3]`` A2M output; displacement: ``[T, 68, 3]`` LDM output (× intensity);
-        bank: ``[N, 68, 3]`` the identity's training motion.
+        bank: ``[N, 68, 3]`` the identity's training motion; mouth_gain, mouth_rest: see
+        :func:`postprocess_neutral`.
 
     Returns:
         ``(base, displacement)``, both ``[T, 68, 3]`` float32; the driving motion is their sum.
         The displacement is added after the projection and clamp, so it keeps its full size.
     """
     c = config or PostConfig()
-    return postprocess_neutral(neutral, bank, c), smooth_displacement(displacement, c.emotion_sigma)
+    base = postprocess_neutral(neutral, bank, c, mouth_gain=mouth_gain, mouth_rest=mouth_rest)
+    return base, smooth_displacement(displacement, c.emotion_sigma)
+
+
+def measure_mouth_gain(pred: np.ndarray, real: np.ndarray, bank: np.ndarray, mean68: np.ndarray, iod: float) -> float:
+    """How much wider the real mouth moves than the post-processed prediction, on held-out frames.
+
+    The ratio of standard deviations of the inner-lip opening, real over predicted after
+    :func:`postprocess_neutral` (no blinks, no gain), clipped to :data:`MOUTH_GAIN_RANGE`; 1.0
+    when either does not move. ``fit-identity`` measures it on the identity's held-out stretch
+    (audio the person's model never trained on) and ``speak`` applies it (:func:`amplify_mouth`).
+
+    Args:
+        pred: ``[T, 68, 3]`` the model's motion for the held-out audio; real: ``[T, 68, 3]`` the
+            tracked motion of the same frames; bank: ``[N, 68, 3]`` the identity's training
+            motion; mean68 (pixels), iod (pixels): its mean shape and inter-ocular distance.
+    """
+    post = postprocess_neutral(pred, bank, PostConfig(blinks=False))
+    p_sd = mouth_opening(mean68[None] / iod + post).std()
+    r_sd = mouth_opening(mean68[None] / iod + real).std()
+    if not (p_sd > 1e-8 and r_sd > 1e-8):
+        return 1.0
+    lo, hi = MOUTH_GAIN_RANGE
+    return min(max(float(r_sd / p_sd), lo), hi)

@@ -42,6 +42,7 @@ from ..interrupt import interruptible, note_kept
 from ..models.a2m import A2MConfig, AudioToMotionVAE
 from ..store import load_artifact, load_model, save_artifact, save_model
 from .corpus import AugmentConfig, FeatureExtractor, add_variants_arrays, mouth_open
+from .postprocessing import measure_mouth_gain
 from .sync import SyncOffset, estimate_offset, paired_frames
 
 #: Version of the audio-to-motion model files written here (metadata ``a2m_version``);
@@ -473,7 +474,9 @@ def fit_person_a2m(data, mode: str, preset: str, training: A2MTraining, *, store
 
     Returns:
         :class:`PersonA2MResult` with held-out motion errors, mouth-opening correlation and
-        standard-deviation ratio (predicted over tracked), and the offset used.
+        standard-deviation ratio (predicted over tracked), the mouth gain that ``speak`` applies
+        (:func:`~emogene_cli.motion.postprocessing.measure_mouth_gain` on the held-out stretch)
+        and the offset used.
     """
     T = data.frames
     held = a2m_heldout(T)
@@ -512,4 +515,5 @@ def fit_person_a2m(data, mode: str, preset: str, training: A2MTraining, *, store
     p_open, r_open = mouth_open(pred, mean68, data.iod), mouth_open(data.motion[v], mean68, data.iod)
     errors["mouth_open_corr"] = float(np.corrcoef(p_open, r_open)[0, 1]) if p_open.std() > 1e-8 and r_open.std() > 1e-8 else float("nan")
     errors["mouth_open_sd_ratio"] = float(p_open.std() / r_open.std()) if r_open.std() > 1e-8 else float("nan")
+    errors["mouth_gain"] = measure_mouth_gain(pred, data.motion[v], data.motion[:n], mean68, data.iod)
     return PersonA2MResult(model=model, mode=mode, train_frames=n, heldout_frames=held, errors=errors, note=note, sync=sync)

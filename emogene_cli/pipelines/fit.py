@@ -204,7 +204,8 @@ def _train_person_a2m(data, name: str, *, store: Store, cfg: FitPreset, mode: st
                        checkpoint=store.checkpoint_dir(name) / "a2m.safetensors", resume=resume)
     voice = voice_independence(r.model, store, device) if mode == "finetune" else {}
     extra = {"a2m_mode": mode, "a2m_train_frames": str(r.train_frames), "a2m_heldout_frames": str(r.heldout_frames),
-             "sync_offset": str(r.sync.offset), "sync_corr0": f"{r.sync.corr0:.4f}", "sync_corr": f"{r.sync.corr:.4f}"}
+             "sync_offset": str(r.sync.offset), "sync_corr0": f"{r.sync.corr0:.4f}", "sync_corr": f"{r.sync.corr:.4f}",
+             "mouth_gain": f"{r.errors['mouth_gain']:.4f}"}
     path = save_a2m(store.a2m_path(name), r.model, producer="fit-identity", params={**params, "a2m": mode},
                     feature_kind=data.feature_kind, extra=extra)
     return {"result": r, "path": path, "voice_check": voice}

@@ -21,7 +21,7 @@ from ..dataset import IdentityData, load_identity, split_frames
 from ..errors import NotFoundError
 from ..models.a2m import AudioToMotionVAE
 from ..models.renderer import TalkingHeadRenderer
-from ..motion import find_idle_segments, load_a2m
+from ..motion import find_idle_segments, load_a2m, mouth_rest
 from ..store import Store
 
 
@@ -36,7 +36,10 @@ class Speaker:
     ``tracker_gain [478, 3]``: MediaPipe's gain on this identity's face for the LDM's emotions
     (:mod:`emogene_cli.emotion.tracker_gain`) and ``emotion_gain [8]``: each emotion's gain on it
     (:mod:`emogene_cli.emotion.gain`), both set by :func:`~emogene_cli.emotion.attach_calibration`,
-    None until measured.
+    None until measured. ``mouth_gain``: how much wider the identity's real mouth moves than its
+    post-processed audio-to-motion output on held-out audio (fit-identity; 1.0 for models made
+    before it or for the generic model), applied about ``mouth_rest [68, 3]``, its closed-mouth
+    posture (:func:`~emogene_cli.motion.postprocessing.amplify_mouth`).
     """
 
     name: str
@@ -54,6 +57,8 @@ class Speaker:
     lift: tuple[np.ndarray, np.ndarray]
     tracker_gain: np.ndarray | None = None
     emotion_gain: np.ndarray | None = None
+    mouth_gain: float = 1.0
+    mouth_rest: np.ndarray | None = None
 
 
 def load_speaker(store: Store, name: str | None, device: str = "cpu") -> Speaker:
@@ -68,11 +73,16 @@ def load_speaker(store: Store, name: str | None, device: str = "cpu") -> Speaker
     a2m, art = load_a2m(store.a2m_path(name), device=device)
     data = load_identity(store, name, size=renderer.config.resolution, with_images=False)
     check_kind(data.feature_kind, art.feature_kind or data.feature_kind, store.a2m_path(name))
-    return _speaker(name, data, renderer, a2m, device)
+    return _speaker(name, data, renderer, a2m, device, mouth_gain=_mouth_gain(art.metadata))
+
+
+def _mouth_gain(metadata: dict[str, str]) -> float:
+    """``mouth_gain`` of a person's model file (written by fit-identity); 1.0 in files made before it."""
+    return float(metadata.get("mouth_gain", "1"))
 
 
 def _speaker(name: str, data: IdentityData, renderer: TalkingHeadRenderer | None, a2m: AudioToMotionVAE,
-             device: str) -> Speaker:
+             device: str, mouth_gain: float = 1.0) -> Speaker:
     """The :class:`Speaker` of ``data``: its training frames (:func:`split_frames`) as the pose and
     motion bank, their face height (pixels) for the idle segments, the identity's own 68 -> 478 lift."""
     train_idx, _ = split_frames(len(data.motion))
@@ -84,7 +94,8 @@ def _speaker(name: str, data: IdentityData, renderer: TalkingHeadRenderer | None
         name=name, renderer=renderer, a2m=a2m, feature_kind=data.feature_kind, bank_motion=data.motion[train_idx],
         bank_poses=poses, background=data.background, mean_shape=data.mean_shape, iod=float(data.iod),
         face_size=face_size, idle_segments=find_idle_segments(poses, face_size), device=device,
-        lift=geometry.fit_lift(data.motion[train_idx], dense),
+        lift=geometry.fit_lift(data.motion[train_idx], dense), mouth_gain=mouth_gain,
+        mouth_rest=mouth_rest(data.motion[train_idx], data.mean_shape[geometry.LM68_FROM_LM478], float(data.iod)),
     )
 
 
@@ -104,12 +115,12 @@ def load_landmark_speaker(store: Store, name: str, device: str = "cpu") -> tuple
     store.require_dataset(name)
     data = load_identity(store, name, with_images=False)
     if store.a2m_path(name).is_file():
-        a2m, _ = load_a2m(store.a2m_path(name), device=device, feature_kind=data.feature_kind)
-        which = "the person's"
+        a2m, art = load_a2m(store.a2m_path(name), device=device, feature_kind=data.feature_kind)
+        which, gain = "the person's", _mouth_gain(art.metadata)
     elif store.generic_a2m_file.is_file():
         a2m, _ = load_a2m(store.generic_a2m_file, what="generic audio-to-motion model", device=device, feature_kind=data.feature_kind)
-        which = f"the generic ({store.generic_a2m_label()})"
+        which, gain = f"the generic ({store.generic_a2m_label()})", 1.0
     else:
         raise NotFoundError(f"identity '{name}' has no audio-to-motion model and the store no generic one: run `emogene train-a2m VIDEOS` "
                             f"or `emogene fit-identity {name}`", path=store.generic_a2m_path)
-    return _speaker(name, data, None, a2m, device), which
+    return _speaker(name, data, None, a2m, device, mouth_gain=gain), which
