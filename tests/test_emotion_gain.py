@@ -110,6 +110,34 @@ def test_speak_scales_each_emotion_by_its_gain():
     assert np.allclose(out["happy", False], out["happy", True])
 
 
+def test_speak_opens_the_mouth_by_the_identity_s_mouth_gain_about_its_closed_posture():
+    from emogene_cli import geometry
+    from emogene_cli.emotion.motion_to_emotion import emotional_motion
+    from emogene_cli.emotions import EMOTIONS
+    from emogene_cli.motion import mouth_rest
+    from emogene_cli.render.speaker import _mouth_gain
+
+    rng = np.random.default_rng(4)
+    T = 60
+    bank = np.zeros((200, 68, 3), np.float32)
+    bank[:, 66, 1] = np.abs(rng.normal(size=200)) * 0.05  # the lower inner lip opens, never above the upper one
+    mean68 = np.zeros((68, 3), np.float32)
+    lift_w = np.zeros((478 * 3, 68 * 3), np.float32)
+    lift_w[(geometry.LM68_FROM_LM478[:, None] * 3 + np.arange(3)).ravel(), np.arange(68 * 3)] = 1.0
+    rest = mouth_rest(bank, mean68, 1.0)
+    neutral = 0.5 * bank[:T]  # a model that opens half as wide
+    spread = {}
+    for gain in (1.0, 1.5):
+        speaker = types.SimpleNamespace(bank_motion=bank, lift=(lift_w, None), tracker_gain=None,
+                                        emotion_gain=None, mouth_gain=gain, mouth_rest=rest)
+        weights = np.zeros((T, len(EMOTIONS)), np.float32)
+        weights[:, EMOTIONS.index("neutral")] = 1.0
+        _, motion68, _, _ = emotional_motion(speaker, neutral, weights, ldm=None)
+        spread[gain] = geometry.mouth_opening(motion68).std()
+    assert spread[1.5] == pytest.approx(1.5 * spread[1.0], rel=0.02)
+    assert _mouth_gain({"mouth_gain": "1.2500"}) == 1.25 and _mouth_gain({}) == 1.0  # older files: no gain
+
+
 def test_a_stored_calibration_is_used_until_the_renderer_the_ldm_the_tracker_gain_or_the_cap_changes(tmp_path, monkeypatch):
     """identity_emotion_gain loads the stored gains; refitting the renderer, a new LDM, another
     tracker gain or another cap measures again."""

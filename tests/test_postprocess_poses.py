@@ -143,6 +143,8 @@ def test_amplify_mouth_scales_the_opening_about_the_closed_posture_and_nothing_e
     closed = a == 0
     assert closed.any() and np.all(out[closed] == bank[closed])  # a "p"/"b"/"m" stays closed
     assert pp.amplify_mouth(bank, rest, 1.0) is bank
+    with pytest.raises(ValueError, match="mouth_rest"):
+        pp.postprocess_neutral(bank, bank, mouth_gain=1.5)
 
 
 def test_measure_mouth_gain_is_the_real_over_the_predicted_spread_after_post_processing():

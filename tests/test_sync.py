@@ -80,8 +80,19 @@ def test_fit_person_a2m_trains_on_realigned_pairs(monkeypatch):
         seen["init"] = kw.get("init")
         return judge
 
+    temperatures = []
+
+    def recording_predict(model, feats, f0, temperature=0.0, **kw):
+        temperatures.append(temperature)
+        return fake_predict(model, feats, f0)
+
+    def fake_gain(pred, real, bank, mean68, iod):
+        seen["gain"] = {"pred": pred, "real": real, "bank": bank, "temperature": temperatures[-1]}
+        return 1.23
+
     monkeypatch.setattr(training, "_generic_for", lambda store, kind, device: judge)
-    monkeypatch.setattr(training, "predict_motion", fake_predict)
+    monkeypatch.setattr(training, "predict_motion", recording_predict)
+    monkeypatch.setattr(training, "measure_mouth_gain", fake_gain)
     monkeypatch.setattr(training, "train_a2m_clips", fake_train)
     monkeypatch.setattr(training.A2MConfig, "preset", classmethod(lambda cls, *a, **kw: None))
     r = training.fit_person_a2m(data, "finetune", "tiny", training.A2MTraining(steps=1), store=None, augment=AugmentConfig(variants=0))
@@ -94,7 +105,11 @@ def test_fit_person_a2m_trains_on_realigned_pairs(monkeypatch):
     np.testing.assert_array_equal(utt.motion, motion[: n - k])  # video frames 0..n-k
     # scored on the realigned held-out pairs: the judge's mouth matches the video exactly there
     assert r.errors["mouth_open_corr"] > 0.999 and abs(r.errors["mouth_open_sd_ratio"] - 1.0) < 1e-3
-    assert "mouth_gain" in r.errors  # measured on the same held-out pairs (test_postprocess_poses)
+    gain_args = seen["gain"]  # the mouth gain: measured on the realigned held-out pairs, sampled as speak samples
+    np.testing.assert_array_equal(gain_args["real"], motion[n : T - k])
+    np.testing.assert_array_equal(gain_args["bank"], motion[:n])
+    assert gain_args["temperature"] == training.SPEAK_TEMPERATURE and len(gain_args["pred"]) == T - k - n
+    assert r.errors["mouth_gain"] == 1.23
 
 
 def test_without_a_generic_model_of_these_features_nothing_is_moved(monkeypatch):

@@ -63,8 +63,7 @@ def fit_identity_command(
         ("held-out landmarks", f"RMSE {e['rmse']:.4f}, mouth {e['mouth_rmse']:.4f} (inter-ocular units); mouth-opening corr {e['mouth_open_corr']:.2f}"),
     ]
     if "mouth_gain" in e:
-        rows.append(("mouth gain", f"{e['mouth_gain']:.2f}: the real mouth opens {e['mouth_gain']:.2f} times as wide as the model's "
-                                   "on the held-out audio; speak scales the mouth by it"))
+        rows.append(("mouth gain", _mouth_gain_text(e["mouth_gain"])))
     rows.append(("audio-video offset", _sync_text(r.a2m_sync)))
     if r.voice_check:
         v = r.voice_check
@@ -76,6 +75,16 @@ def fit_identity_command(
     ] + paths_rows(r.paths)
     console.print(summary_table("fit-identity", rows))
     console.print(f"next: emogene speak AUDIO --identity {r.name} --emotion happy")
+
+
+def _mouth_gain_text(gain: float) -> str:
+    from ..motion import MOUTH_GAIN_RANGE
+
+    lo, hi = MOUTH_GAIN_RANGE
+    what = (f"{gain:.2f} (the limit: the measured ratio was {'below' if gain <= lo else 'above'} it)" if gain in (lo, hi)
+            else f"{gain:.2f}")
+    return (f"{what}: the real mouth's opening spread over the model's post-processed output on the held-out audio; "
+            "speak scales the lips and jaw by it")
 
 
 def _sync_text(sync) -> str:

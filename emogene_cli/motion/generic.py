@@ -292,24 +292,28 @@ def cross_validate(data: Sequence[ClipData], folds: Sequence[Sequence[str]], cfg
     of the recipe whose mean over people stayed within 0.43-0.46).
 
     Each person is scored twice: on the recording as it is, and on the recording resynced by
-    an independent judge (``*_resynced``): :func:`sync_offsets` over all people, where a
-    person's offset comes from a ridge regression fitted on the *other* people only, never
-    from the model under test. A web recording whose sound is 200 ms late caps the lag-0 r
-    of any model, however good; the resynced figure separates that error of the data from
-    the model's, as SyncNet-corrected corpora (LRS3, VoxCeleb2) do. Both are reported.
+    a judge that is not the model under test (``*_resynced``): :func:`sync_offsets` over all
+    people, where a person's offset is the lag at which a ridge regression fitted on the
+    *other* people's clips best predicts the person's tracked mouth (a single pass, so no
+    clip of the person shaped its own judge). A web recording whose sound is 200 ms late caps
+    the lag-0 r of any model, however good; the resynced figure separates that error of the
+    data from the model's, as SyncNet-corrected corpora (LRS3, VoxCeleb2) do. The lag is still
+    chosen on the person's own recording, so the resynced figure is optimistic, close to the
+    best-lag one; both are reported.
 
     Returns:
         ``{"folds": K, "people": {person: pooled scores + "mouth_open_corr_resynced",
         "sync_offset"}, "mean_r", "median_r", "min_r", "below_035", "mean_best_r",
         "mean_m_lmd", "mean_r_resynced", "median_r_resynced", "below_035_resynced"}``
-        (means over people, not frames; ``below_035``: people with r under 0.35).
+        (means over people, not frames; ``below_035``: people with r under 0.35; a person's
+        ``sync_offset``: the judge's largest offset, by magnitude, over their clips).
 
     Raises:
         InputError: a fold would leave nobody to train on.
     """
     people: dict[str, dict[str, Any]] = {}
     audio_dim = int(data[0].features.shape[1])
-    judge = sync_offsets(data, max_lag=SYNC_MAX_LAG)
+    judge = sync_offsets(data, max_lag=SYNC_MAX_LAG, passes=1)
     for k, group in enumerate(folds):
         train = [d for d in data if d.person not in group]
         if not train:

@@ -172,6 +172,9 @@ def mouth_rest(bank: np.ndarray, mean68: np.ndarray, iod: float, quantile: float
         bank: ``[N, 68, 3]`` the identity's motion (inter-ocular units); mean68: ``[68, 3]`` its
             mean shape in pixels and iod its inter-ocular distance in pixels.
         quantile: the share of frames, by inner-lip opening, that count as closed.
+
+    Returns:
+        ``[68, 3]`` float32, inter-ocular units.
     """
     opening = mouth_opening(mean68[None] / iod + bank)
     closed = np.argsort(opening, kind="stable")[: max(1, int(len(bank) * quantile))]
@@ -188,6 +191,9 @@ def amplify_mouth(motion: np.ndarray, rest: np.ndarray, gain: float) -> np.ndarr
 
     Args:
         motion: ``[T, 68, 3]``; rest: ``[68, 3]`` (:func:`mouth_rest`); gain: 1 leaves it unchanged.
+
+    Returns:
+        ``[T, 68, 3]``: a new array, or ``motion`` itself when ``gain`` is 1.
     """
     if gain == 1.0:
         return motion
@@ -204,7 +210,10 @@ def postprocess_neutral(neutral: np.ndarray, bank: np.ndarray, config: PostConfi
     Args:
         neutral: ``[T, 68, 3]`` A2M output; bank: ``[N, 68, 3]`` the identity's training motion.
         mouth_gain, mouth_rest: :func:`amplify_mouth` after the smoothing (the identity's gain,
-            :func:`measure_mouth_gain`); no gain without a rest posture.
+            :func:`measure_mouth_gain`).
+
+    Raises:
+        ValueError: a ``mouth_gain`` other than 1 without ``mouth_rest``.
 
     Returns:
         ``[T, 68, 3]`` float32.
@@ -212,7 +221,9 @@ def postprocess_neutral(neutral: np.ndarray, bank: np.ndarray, config: PostConfi
     c = config or PostConfig()
     m = lle_project(neutral, bank, k=c.lle_k, blend=c.lle_blend)
     m = one_euro_filter(m, min_cutoff=c.euro_min_cutoff, beta=c.euro_beta, zero_phase=True)
-    if mouth_rest is not None:
+    if mouth_gain != 1.0:
+        if mouth_rest is None:
+            raise ValueError("a mouth gain needs the closed-mouth posture it scales about (mouth_rest)")
         m = amplify_mouth(m, mouth_rest, mouth_gain)
     m = clamp_to_range(m, bank, margin=c.clamp_margin)
     if c.blinks:
@@ -252,6 +263,9 @@ def measure_mouth_gain(pred: np.ndarray, real: np.ndarray, bank: np.ndarray, mea
         pred: ``[T, 68, 3]`` the model's motion for the held-out audio; real: ``[T, 68, 3]`` the
             tracked motion of the same frames; bank: ``[N, 68, 3]`` the identity's training
             motion; mean68 (pixels), iod (pixels): its mean shape and inter-ocular distance.
+
+    Returns:
+        The gain, a float within :data:`MOUTH_GAIN_RANGE`.
     """
     post = postprocess_neutral(pred, bank, PostConfig(blinks=False))
     p_sd = mouth_opening(mean68[None] / iod + post).std()

@@ -391,6 +391,10 @@ HELDOUT_SECONDS = 5.0
 A2M_MODES = ("auto", "finetune", "scratch")
 
 
+#: the VAE's sampling temperature in ``speak`` (GeneFace++'s value); ``fit-identity`` measures the mouth gain at it
+SPEAK_TEMPERATURE = 0.2
+
+
 def a2m_heldout(n_frames: int) -> int:
     """Frames at the end of a clip that the person's model never trains on.
 
@@ -515,5 +519,8 @@ def fit_person_a2m(data, mode: str, preset: str, training: A2MTraining, *, store
     p_open, r_open = mouth_open(pred, mean68, data.iod), mouth_open(data.motion[v], mean68, data.iod)
     errors["mouth_open_corr"] = float(np.corrcoef(p_open, r_open)[0, 1]) if p_open.std() > 1e-8 and r_open.std() > 1e-8 else float("nan")
     errors["mouth_open_sd_ratio"] = float(p_open.std() / r_open.std()) if r_open.std() > 1e-8 else float("nan")
-    errors["mouth_gain"] = measure_mouth_gain(pred, data.motion[v], data.motion[:n], mean68, data.iod)
+    # the mouth gain, on the same held-out pairs, from the model sampled as speak samples it
+    sampled = predict_motion(model, data.audio_features[2 * a.start : 2 * a.stop], data.f0[a], temperature=SPEAK_TEMPERATURE,
+                             seed=seed, device=device)
+    errors["mouth_gain"] = measure_mouth_gain(sampled, data.motion[v], data.motion[:n], mean68, data.iod)
     return PersonA2MResult(model=model, mode=mode, train_frames=n, heldout_frames=held, errors=errors, note=note, sync=sync)

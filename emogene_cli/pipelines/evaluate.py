@@ -179,9 +179,11 @@ def _audio_driven(speaker: Speaker, data: IdentityData, held: np.ndarray, real_t
         "lipsync_corr": corr, "lipsync_lag": lag,
         "lipsync_corr_real_video": real_corr, "lipsync_lag_real_video": real_lag,
         "face_found_rendered": track.found_fraction,
-        "sync_offset": offset,
+        "sync_offset": offset, "mouth_gain": speaker.mouth_gain,
         "note": "motion from the held-out audio (speak's pipeline), head poses from the real held-out frames"
-                + (f"; the sound moved {offset:+d} frames, the recording's audio-video offset" if offset else ""),
+                + (f"; the sound moved {offset:+d} frames, the recording's audio-video offset" if offset else "")
+                + (f"; the mouth gain ({speaker.mouth_gain:.2f}) was measured by fit-identity on the audio-to-motion model's "
+                   "held-out stretch, which includes these frames" if speaker.mouth_gain != 1.0 else ""),
     }
     per_frame = {"frames": frames, "landmarks68": fake68, "m_lmd": np.where(valid, m_per, np.nan),
                  "f_lmd": np.where(valid, f_per, np.nan), "mouth_open": mouth,

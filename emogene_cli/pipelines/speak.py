@@ -30,7 +30,7 @@ from ..emotions import EMOTIONS
 from ..errors import EmogeneError, NotFoundError
 from ..media import VideoWriter
 from ..models.ldm import LandmarkDeformationModel
-from ..motion import PostConfig, predict_motion, sample_poses
+from ..motion import SPEAK_TEMPERATURE, PostConfig, predict_motion, sample_poses
 from ..render import GRID_COLUMNS, Speaker, draw_landmarks, load_landmark_speaker, load_speaker, render_grid
 from ..store import Store
 
@@ -65,7 +65,7 @@ def plan_motion(
     intensity: float = 1.0,
     weights: np.ndarray | None = None,
     ldm: LandmarkDeformationModel | None = None,
-    temperature: float = 0.2,
+    temperature: float = SPEAK_TEMPERATURE,
     seed: int = 0,
     hubert: str | None = None,
     store_dir: Path | None = None,
@@ -125,7 +125,7 @@ def speak(
     output: str | Path | None = None,
     preview: bool = False,
     device: str = "cpu",
-    temperature: float = 0.2,
+    temperature: float = SPEAK_TEMPERATURE,
     seed: int = 0,
     hubert: str | None = None,
     post: PostConfig | None = None,
