@@ -326,9 +326,11 @@ def cross_validate(data: Sequence[ClipData], folds: Sequence[Sequence[str]], cfg
         for person in group:
             own = [d for d in data if d.person == person]
             offsets = [int(judge.get(d.clip.key, {}).get("offset", 0)) for d in own]
-            resynced = pool_scores([score_clip(fitted.model, shift_clip(d, o), device) for d, o in zip(own, offsets)])
-            people[person] = {**pool_scores([score_clip(fitted.model, d, device) for d in own]),
-                              "mouth_open_corr_resynced": resynced["mouth_open_corr"],
+            rows = [score_clip(fitted.model, d, device) for d in own]
+            # a clip in sync is the same recording resynced: its row is reused, not scored again
+            resynced = pool_scores([row if o == 0 else score_clip(fitted.model, shift_clip(d, o), device)
+                                    for d, o, row in zip(own, offsets, rows)])
+            people[person] = {**pool_scores(rows), "mouth_open_corr_resynced": resynced["mouth_open_corr"],
                               "sync_offset": max(offsets, key=abs)}
 
     def summary(key: str) -> tuple[float, float, float, int]:
@@ -463,7 +465,8 @@ def train_generic_a2m(
     named_offsets = {d.clip.path.name: offsets[d.clip.key] for d in train if d.clip.key in offsets}
     params = {
         "inputs": [str(i) for i in inputs], "preset": preset, "epochs": n_epochs, "steps": steps, "seed": seed,
-        "augment": asdict(augment), "device": device, "sync_align": sync_align, "folds": folds,
+        "augment": asdict(augment), "device": device, "sync_align": sync_align, "sync_lag": sync_lag,
+        "folds": folds,
     }
     extra = {
         "train_people": json.dumps(train_people), "val_people": json.dumps(held),

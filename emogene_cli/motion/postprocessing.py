@@ -21,10 +21,11 @@ import numpy as np
 from scipy.ndimage import gaussian_filter1d
 from sklearn.neighbors import NearestNeighbors
 
-from ..geometry import LM68_LOWER_LID, LM68_MOUTH, LM68_UPPER_LID, mouth_opening
+from ..geometry import LM68_JAW, LM68_LOWER_LID, LM68_MOUTH, LM68_UPPER_LID
+from .corpus import mouth_open
 
 #: 68-point landmarks that the mouth gain scales: the lower jaw line (which the chin carries) and the lips.
-LM68_MOUTH_GAIN = np.concatenate([np.arange(4, 13), LM68_MOUTH])
+LM68_MOUTH_GAIN = np.concatenate([LM68_JAW[4:13], LM68_MOUTH])
 #: the range a measured mouth gain is clipped to (:func:`measure_mouth_gain`)
 MOUTH_GAIN_RANGE = (0.8, 1.6)
 
@@ -176,7 +177,7 @@ def mouth_rest(bank: np.ndarray, mean68: np.ndarray, iod: float, quantile: float
     Returns:
         ``[68, 3]`` float32, inter-ocular units.
     """
-    opening = mouth_opening(mean68[None] / iod + bank)
+    opening = mouth_open(bank, mean68, iod)
     closed = np.argsort(opening, kind="stable")[: max(1, int(len(bank) * quantile))]
     return bank[closed].mean(0).astype(np.float32)
 
@@ -268,8 +269,8 @@ def measure_mouth_gain(pred: np.ndarray, real: np.ndarray, bank: np.ndarray, mea
         The gain, a float within :data:`MOUTH_GAIN_RANGE`.
     """
     post = postprocess_neutral(pred, bank, PostConfig(blinks=False))
-    p_sd = mouth_opening(mean68[None] / iod + post).std()
-    r_sd = mouth_opening(mean68[None] / iod + real).std()
+    p_sd = mouth_open(post, mean68, iod).std()
+    r_sd = mouth_open(real, mean68, iod).std()
     if not (p_sd > 1e-8 and r_sd > 1e-8):
         return 1.0
     lo, hi = MOUTH_GAIN_RANGE
