@@ -201,6 +201,79 @@ def test_generic_model_learns_a_voice_it_never_heard():
     assert r > 0.5, r
 
 
+def test_mouth_sync_loss_is_one_minus_the_concordance_of_the_inner_lip_gap():
+    import torch
+
+    from emogene_cli.models.a2m import mouth_sync_loss
+
+    rng = np.random.default_rng(0)
+    target = torch.from_numpy(rng.normal(scale=0.01, size=(4, 32, 68, 3))).float()
+    assert float(mouth_sync_loss(target, target)) == pytest.approx(0.0, abs=1e-5)
+    shifted = target.clone()  # another rest posture in every window: each window is centred, the same sync
+    shifted[:, :, 66, 1] += torch.tensor([0.3, -0.2, 0.1, 0.5])[:, None]
+    assert float(mouth_sync_loss(shifted, target)) == pytest.approx(0.0, abs=1e-5)
+    wider = target * 2.0  # in step, but twice as wide: 1 - 2 * 2 / (4 + 1)
+    assert float(mouth_sync_loss(wider, target)) == pytest.approx(0.2, abs=1e-5)
+    assert float(mouth_sync_loss(-target, target)) == pytest.approx(2.0, abs=1e-5)
+    late = torch.roll(target, 1, dims=1)  # a frame late: a real loss
+    assert 0.5 < float(mouth_sync_loss(late, target)) < 1.5
+    moved = target.clone()  # only the inner lips' vertical gap counts
+    moved[:, :, :62] = 0.0
+    moved[:, :, 62:67, 0] = 0.0
+    assert float(mouth_sync_loss(moved, target)) == pytest.approx(0.0, abs=1e-5)
+    pred = torch.from_numpy(rng.normal(scale=0.01, size=target.shape)).float().requires_grad_(True)
+    mouth_sync_loss(pred, target).backward()
+    grad = pred.grad.clone()
+    assert grad[:, :, [62, 66], 1].abs().sum() > 0
+    grad[:, :, [62, 66], 1] = 0.0
+    assert grad.abs().sum() == 0
+
+
+def test_training_with_the_sync_loss_uses_it():
+    import torch
+
+    rng = np.random.default_rng(0)
+    feats = rng.normal(size=(200, 8)).astype(np.float32)
+    utt = Utterance(feats, np.full(100, 120, np.float32), rng.normal(scale=0.01, size=(100, 68, 3)).astype(np.float32))
+    model = AudioToMotionVAE(A2MConfig.preset("tiny", 8))
+    args = torch.from_numpy(feats[None]), torch.full((1, 100), 120.0), torch.from_numpy(utt.motion[None])
+    assert "sync" in model(*args, sync=True) and "sync" not in model(*args)
+    cfg = A2MConfig.preset("tiny", 8)
+    plain = train_a2m_clips([[utt]], cfg, A2MTraining(steps=5, window=16, batch=4), seed=0)
+    again = train_a2m_clips([[utt]], cfg, A2MTraining(steps=5, window=16, batch=4), seed=0)
+    synced = train_a2m_clips([[utt]], cfg, A2MTraining(steps=5, window=16, batch=4, sync_weight=1.0), seed=0)
+    same = [torch.equal(a, b) for a, b in zip(plain.state_dict().values(), again.state_dict().values())]
+    moved = [torch.equal(a, b) for a, b in zip(plain.state_dict().values(), synced.state_dict().values())]
+    assert all(same) and not all(moved)  # training is repeatable, and the loss changes what it learns
+
+
+def test_a_checkpoint_from_before_a_new_setting_resumes_with_its_default(tmp_path):
+    import json
+
+    from safetensors.numpy import load_file, save_file
+    from safetensors import safe_open
+
+    rng = np.random.default_rng(0)
+    utt = Utterance(rng.normal(size=(200, 8)).astype(np.float32), np.full(100, 120, np.float32),
+                    rng.normal(scale=0.01, size=(100, 68, 3)).astype(np.float32))
+    ckpt = tmp_path / "ckpt.safetensors"
+    settings = A2MTraining(steps=20, window=16, batch=4, checkpoint_every=10)
+    train_a2m_clips([[utt]], A2MConfig.preset("tiny", 8), settings, checkpoint=ckpt)
+    with safe_open(str(ckpt), "np") as f:
+        meta = dict(f.metadata())
+    state = json.loads(meta["state"])
+    del state["info"]["training"]["sync_weight"]  # as written before the setting existed
+    meta["state"] = json.dumps(state)
+    save_file(load_file(str(ckpt)), str(ckpt), metadata=meta)
+    seen = []
+    train_a2m_clips([[utt]], A2MConfig.preset("tiny", 8), settings, checkpoint=ckpt, resume=True,
+                    progress=lambda label, step, total, **kw: seen.append(step))
+    assert seen == []  # finished and accepted, not refused as "other settings"
+    with pytest.raises(MismatchError, match="training"):
+        train_a2m_clips([[utt]], A2MConfig.preset("tiny", 8), A2MTraining(steps=20, window=16, batch=4, checkpoint_every=10, sync_weight=3.0),
+                        checkpoint=ckpt, resume=True)
+
+
 def test_training_resumes_from_a_checkpoint(tmp_path):
     rng = np.random.default_rng(0)
     feats = rng.normal(size=(200, 8)).astype(np.float32)

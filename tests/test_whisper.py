@@ -154,6 +154,12 @@ def test_bundled_generic_model_drives_a_preprocessed_identity(tmp_path):
     assert meta["feature_kind"] == "whisper:whisper-base:L3"
     assert "train-a2m" in meta["reproduce"] and "talking" in meta["reproduce"]
     assert json.loads(meta["cross_validation"])  # its leave-identity-out figures
+    from emogene_cli.motion.generic import GenericPreset
+
+    # train-a2m with the same arguments reproduces it: this fails on purpose when the preset's
+    # recipe changes and the bundled model is not retrained (scripts/bundle_model.py)
+    params = json.loads(meta["params"])
+    assert params["sync_weight"] == GenericPreset.get(params["preset"]).sync_weight
     assert BUNDLED_A2M.stat().st_size < 8e6
 
     home = tmp_path / "store"
