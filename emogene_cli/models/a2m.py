@@ -154,13 +154,6 @@ class AudioToMotionVAE(nn.Module):
         out = out * self.motion_std + self.motion_mean
         return out.reshape(out.shape[0], out.shape[1], 68, 3)
 
-    def _recon(self, pred: torch.Tensor, motion: torch.Tensor) -> torch.Tensor:
-        """Mean squared error in normalised units, the mouth's 20 points weighted 3 times."""
-        diff = ((pred - motion) / self.motion_std.reshape(68, 3)) ** 2
-        weights = torch.ones(68, device=diff.device)
-        weights[48:68] = 3.0  # the mouth carries lip sync
-        return (diff.mean(-1) * weights).mean() / weights.mean()
-
     def forward(self, audio: torch.Tensor, f0: torch.Tensor, motion: torch.Tensor, sync: bool = False) -> dict[str, torch.Tensor]:
         """Training pass.
 
@@ -181,7 +174,10 @@ class AudioToMotionVAE(nn.Module):
         mu_p, logvar_p = self.prior(cond).chunk(2, 1)
         z = mu_q + torch.randn_like(mu_q) * torch.exp(0.5 * logvar_q)
         pred = self._decode(cond, z)
-        recon = self._recon(pred, motion)
+        diff = ((pred - motion).reshape(B, T, 68, 3) / self.motion_std.reshape(68, 3)) ** 2
+        weights = torch.ones(68, device=diff.device)
+        weights[48:68] = 3.0  # the mouth carries lip sync
+        recon = (diff.mean(-1) * weights).mean() / weights.mean()
         vel = ((pred[:, 1:] - pred[:, :-1]) - (motion[:, 1:] - motion[:, :-1])) / self.motion_std.reshape(68, 3)
         kl = 0.5 * (logvar_p - logvar_q + (torch.exp(logvar_q) + (mu_q - mu_p) ** 2) / torch.exp(logvar_p) - 1)
         out = {"motion": pred, "recon": recon, "velocity": (vel ** 2).mean(), "kl": kl.mean()}

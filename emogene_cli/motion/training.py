@@ -452,10 +452,10 @@ def finetune_settings(base: A2MTraining) -> A2MTraining:
     offset (:mod:`emogene_cli.motion.sync`), which removes the timing it had to learn.
 
     The generic model's sync loss is left out here. Kept at its weight (3) while fine-tuning
-    (measured in its Pearson form, which is blind to scale), it shrank the person's mouth: driven by the 40 ``talking/`` clips, obama_20s's driving
-    mouth opened a median 0.42 times as wide as the speakers' instead of 0.90 (after the mouth
-    gain; 1 clip of 40 within 0.7-1.4 instead of 37), and followed them at median r 0.66
-    instead of 0.77.
+    (measured in its Pearson form, which is blind to scale), it shrank the person's mouth:
+    driven by the 40 ``talking/`` clips, obama_20s's driving mouth opened a median 0.42 times
+    as wide as the speakers' instead of 0.90 (after the mouth gain; 1 clip of 40 within
+    0.7-1.4 instead of 37), and followed them at median r 0.66 instead of 0.77.
     """
     return A2MTraining(steps=max(20, int(base.steps * 0.4)), window=base.window, batch=base.batch, lr=3e-4,
                        kl_weight=base.kl_weight, velocity_weight=base.velocity_weight, freeze_audio=True,
