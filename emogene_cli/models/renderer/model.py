@@ -189,12 +189,21 @@ class TalkingHeadRenderer(nn.Module):
         return (q - centre) / half
 
     # ---- occupancy grid -----------------------------------------------------------------
-    def is_occupied(self, x: Tensor) -> Tensor:
-        """``x [..., 3]`` canonical box coordinates -> ``[...]`` bool: the cell may hold density."""
+    def is_occupied(self, x: Tensor, grid: Tensor | None = None) -> Tensor:
+        """``x [..., 3]`` canonical box coordinates -> ``[...]`` bool: the cell of ``grid`` (``[G, G, G]``
+        bool, default ``occupied``, the training grid) may hold density."""
         g = self.config.occupancy_resolution
         cell = ((x + 1.0) * (g / 2.0)).long().clamp_(0, g - 1)
         flat = (cell[..., 0] * g + cell[..., 1]) * g + cell[..., 2]
-        return self.occupied.reshape(-1)[flat]
+        return (self.occupied if grid is None else grid).reshape(-1)[flat]
+
+    def inference_grid(self) -> Tensor:
+        """The cells rendering samples, ``[G, G, G]`` bool: density above the threshold, without the
+        one-cell dilation that lets training grow into a neighbour between updates (obama_20s quick:
+        a third less rendering time, frames within 67 dB PSNR). ``occupied`` when no cell is above
+        the threshold (e.g. an untrained renderer: every cell occupied, no density recorded)."""
+        tight = self.occupancy > self.sigma_threshold
+        return tight & self.occupied if bool(tight.any()) else self.occupied
 
     @torch.no_grad()
     def update_occupancy(self, codes: Tensor, *, decay: float = 0.95, samples: int = 1,
@@ -229,7 +238,8 @@ class TalkingHeadRenderer(nn.Module):
 
     # ---- rendering ----------------------------------------------------------------------
     def _query(self, q: Tensor, code: Tensor, displacement: Tensor | None, frame: Tensor | None,
-               dmap: Tensor | None = None, eye_code: Tensor | None = None) -> tuple[Tensor, Tensor]:
+               dmap: Tensor | None = None, eye_code: Tensor | None = None,
+               grid: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """The head field at observed samples: deformation into the canonical head, occupancy test, field.
 
         Args:
@@ -240,6 +250,7 @@ class TalkingHeadRenderer(nn.Module):
                 ``displacement`` when given (rendering).
             eye_code: ``[1, K]`` the code near the eyes (:meth:`eye_weight` blends it with
                 ``code``); None: ``code`` everywhere.
+            grid: the occupancy cells to test (:meth:`is_occupied`; default the training grid).
 
         Returns:
             ``sigma [H, S]`` and ``rgb [H, S, 3]`` (zero where the canonical cell is empty).
@@ -251,7 +262,7 @@ class TalkingHeadRenderer(nn.Module):
             flat_frame = None if frame is None else frame.repeat_interleave(n_s)
             q_can = self.deformation(q.reshape(-1, 3), displacement, flat_frame)
         x = self.normalise_points(q_can).clamp(-1, 1)
-        keep = self.is_occupied(x).nonzero()[:, 0]  # [N] flat sample indices
+        keep = self.is_occupied(x, grid).nonzero()[:, 0]  # [N] flat sample indices
         if keep.numel() == 0:
             return q.new_zeros(n_rays, n_s), q.new_zeros(n_rays, n_s, 3)
         code_p = code.expand(keep.shape[0], -1) if code.shape[0] == 1 else code[keep // n_s]
@@ -264,16 +275,19 @@ class TalkingHeadRenderer(nn.Module):
 
     def _march(
         self, q: Tensor, deltas: Tensor, code: Tensor, displacement: Tensor | None, frame: Tensor | None,
-        dmap: Tensor | None = None, group: int = 4, min_transmittance: float = 1e-3, eye_code: Tensor | None = None,
+        dmap: Tensor | None = None, group: int = 2, min_transmittance: float = 1e-3, eye_code: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Front-to-back volume rendering in groups of samples with early ray termination.
 
         The same quadrature as :func:`volume_render`; rays stop once their transmittance
-        falls below ``min_transmittance`` (so the result differs by less than that).
+        falls below ``min_transmittance`` (so the result differs by less than that), and samples
+        are tested against :meth:`inference_grid`. ``group`` samples per ray at a time: with 2, a
+        ray that turns opaque wastes at most one (obama_20s: 4 was 5% slower, 1 no faster).
 
         Returns: ``rgb [H, 3]`` (premultiplied) and ``alpha [H]``.
         """
         n_rays, n_s = q.shape[:2]
+        grid = self.inference_grid()
         trans = q.new_ones(n_rays)
         rgb = q.new_zeros(n_rays, 3)
         alive = torch.arange(n_rays, device=q.device)
@@ -281,7 +295,7 @@ class TalkingHeadRenderer(nn.Module):
             if alive.numel() == 0:
                 break
             sig, col = self._query(q[alive, k:k + group], code if code.shape[0] == 1 else code[alive], displacement,
-                                   None if frame is None else frame[alive], dmap, eye_code)
+                                   None if frame is None else frame[alive], dmap, eye_code, grid)
             out = volume_render(sig, col, deltas[alive, k:k + group])
             t_alive = trans[alive]
             rgb.index_add_(0, alive, out["rgb"] * t_alive[:, None])
@@ -298,7 +312,8 @@ class TalkingHeadRenderer(nn.Module):
         """Volume-render the head along pixel rays.
 
         Samples whose canonical position lies in an empty cell are skipped (density 0). With
-        autograd off (inference), rays also stop early once nearly opaque (:meth:`_march`).
+        autograd off (inference), rays also stop early once nearly opaque and only cells with
+        density are sampled (:meth:`_march`).
 
         Args:
             pixels: ``[R, 2]`` pixel positions; poses: ``[R|1, 4, 4]``; code: ``[R|1, K]``;
