@@ -237,24 +237,30 @@ def test_empty_occupancy_grid_renders_no_head():
         model.render_image(_pose()[0], torch.zeros(478, 3), torch.rand(16, 16, 3))  # not the fitted resolution
 
 
-def test_rendering_samples_only_cells_with_density_and_training_keeps_the_dilated_grid():
+def test_rendering_samples_only_cells_with_density_and_training_keeps_the_dilated_grid(monkeypatch):
     model, _ = _tiny_model()
     assert torch.equal(model.inference_grid(), model.occupied)  # never updated: every cell, as in training
     codes = model.motion_code(torch.randn(4, 478, 3) * 0.1)
-    ball = lambda x, code, with_color: ((x.norm(dim=-1) < 0.5).float() * 100.0, None)  # density in a ball only
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(model.head, "forward", ball)
+    with pytest.MonkeyPatch.context() as mp:  # density in a ball only
+        mp.setattr(model.head, "forward", lambda x, code, with_color: ((x.norm(dim=-1) < 0.5).float() * 100.0, None))
         model.update_occupancy(codes.detach(), generator=torch.Generator().manual_seed(0))
     tight = model.inference_grid()
     assert torch.equal(tight, model.occupancy > model.sigma_threshold)
     assert 0 < tight.sum() < model.occupied.sum() and not (tight & ~model.occupied).any()
+    border = model.occupied & ~tight  # the dilation's cells
+    pose = _pose(t=(16.0, 16.0, 0.0))[0]
     seen = []
-    infer = model.head._infer
-    model.head._infer = lambda x, code, with_color: (seen.append(x.clone()), infer(x, code, with_color))[1]
-    model.render_image(_pose(t=(16.0, 16.0, 0.0))[0], torch.zeros(478, 3), torch.rand(32, 32, 3))
+    infer, forward = model.head._infer, model.head.forward
+    monkeypatch.setattr(model.head, "_infer", lambda x, code, with_color: (seen.append(x.clone()), infer(x, code, with_color))[1])
+    model.render_image(pose, torch.zeros(478, 3), torch.rand(32, 32, 3))
     x = torch.cat(seen)
-    assert len(x) > 0 and model.is_occupied(x, tight).all()  # no sample of the dilation's border cells
-    assert not model.is_occupied(x, model.occupied & ~tight).any()
+    assert len(x) > 0 and model.is_occupied(x, tight).all() and not model.is_occupied(x, border).any()
+    seen.clear()  # training (autograd on) still samples the dilated grid, border cells included
+    monkeypatch.setattr(model.head, "forward", lambda x, code, **kw: (seen.append(x.detach().clone()), forward(x, code, **kw))[1])
+    ys, xs = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
+    pixels = torch.stack([xs, ys], -1).reshape(-1, 2).float() + 0.5
+    model.render_rays(pixels, pose[None], torch.zeros(1, 478, 3), model.pose_vectors(pose[None]), torch.rand(1024, 3))
+    assert model.is_occupied(torch.cat(seen), border).any()
 
 
 def test_save_load_round_trip(tmp_path):

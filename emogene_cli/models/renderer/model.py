@@ -198,10 +198,10 @@ class TalkingHeadRenderer(nn.Module):
         return (self.occupied if grid is None else grid).reshape(-1)[flat]
 
     def inference_grid(self) -> Tensor:
-        """The cells rendering samples, ``[G, G, G]`` bool: density above the threshold, without the
-        one-cell dilation that lets training grow into a neighbour between updates (obama_20s quick:
-        a third less rendering time, frames within 67 dB PSNR). ``occupied`` when no cell is above
-        the threshold (e.g. an untrained renderer: every cell occupied, no density recorded)."""
+        """Cells rendering samples, ``[G, G, G]`` bool (G = ``occupancy_resolution``): in ``occupied`` and above
+        the threshold, without the one-cell dilation that lets training grow into a neighbour between updates
+        (obama_20s quick, one thread: a third less time a frame, frames within 67 dB PSNR). ``occupied`` when
+        no cell is above the threshold (e.g. an untrained renderer: all cells occupied, no density recorded)."""
         tight = self.occupancy > self.sigma_threshold
         return tight & self.occupied if bool(tight.any()) else self.occupied
 
@@ -250,7 +250,7 @@ class TalkingHeadRenderer(nn.Module):
                 ``displacement`` when given (rendering).
             eye_code: ``[1, K]`` the code near the eyes (:meth:`eye_weight` blends it with
                 ``code``); None: ``code`` everywhere.
-            grid: the occupancy cells to test (:meth:`is_occupied`; default the training grid).
+            grid: ``[G, G, G]`` bool cells to test (:meth:`is_occupied`; None: ``occupied``, training's).
 
         Returns:
             ``sigma [H, S]`` and ``rgb [H, S, 3]`` (zero where the canonical cell is empty).
@@ -279,10 +279,10 @@ class TalkingHeadRenderer(nn.Module):
     ) -> tuple[Tensor, Tensor]:
         """Front-to-back volume rendering in groups of samples with early ray termination.
 
-        The same quadrature as :func:`volume_render`; rays stop once their transmittance
-        falls below ``min_transmittance`` (so the result differs by less than that), and samples
-        are tested against :meth:`inference_grid`. ``group`` samples per ray at a time: with 2, a
-        ray that turns opaque wastes at most one (obama_20s: 4 was 5% slower, 1 no faster).
+        ``q [H, S, 3]``, ``deltas [H, S]``. The quadrature of :func:`volume_render` over the samples in
+        :meth:`inference_grid` cells (not training's dilated grid); rays stop once their transmittance falls
+        below ``min_transmittance``. ``group`` samples per ray at a time: with 2, a ray that turns opaque
+        wastes at most one (obama_20s: 4 was 5% slower, 1 no faster).
 
         Returns: ``rgb [H, 3]`` (premultiplied) and ``alpha [H]``.
         """
