@@ -31,6 +31,7 @@ import os
 import shutil
 import tempfile
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -150,19 +151,29 @@ def _track_crop(
     store: Store,
     progress: Progress | None,
 ) -> _Tracked:
-    """Decode the crop at ``size``, write each frame as JPEG, track the face and segment the person."""
+    """Decode the crop at ``size``, write each frame as JPEG, track the face and segment the person.
+
+    Each frame's segmentation and JPEG run on a second thread while the face is tracked (both
+    MediaPipe graphs wait outside the GIL): 21.6 -> 13.4 ms a frame on a 2-core CPU (512x512).
+    """
     plate_step = max(1, math.ceil(expected_frames / MAX_PLATE_FRAMES))
     valid = crop_valid_mask(box, frame_size, size)  # black padding is never "person"
     builder = TrackBuilder()
     bits: list[np.ndarray] = []
     plate_frames: list[np.ndarray] = []
     plate_person: list[np.ndarray] = []
-    with FaceTracker(model_dir, store=store) as tracker, PersonSegmenter(model_dir, store=store) as segmenter:
+
+    def segment_and_write(segmenter: PersonSegmenter, rgb: np.ndarray, ts: int, path: Path) -> np.ndarray:
+        cv2.imwrite(str(path), rgb[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        return segmenter.segment(rgb, ts)
+
+    with FaceTracker(model_dir, store=store) as tracker, PersonSegmenter(model_dir, store=store) as segmenter, \
+            ThreadPoolExecutor(1, thread_name_prefix="emogene-segment") as pool:
         for t, rgb in enumerate(media.read_frames(video, crop=box, size=size)):
             ts = t * 1000 // FPS
-            cv2.imwrite(str(images_dir / f"{t:05d}.jpg"), rgb[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+            segmented = pool.submit(segment_and_write, segmenter, rgb, ts, images_dir / f"{t:05d}.jpg")
             builder.add(tracker.detect(rgb, ts))
-            person = (segmenter.segment(rgb, ts) > 0.5) & valid
+            person = (segmented.result() > 0.5) & valid
             bits.append(np.packbits(person))
             if t % plate_step == 0:
                 plate_frames.append(rgb.copy())
