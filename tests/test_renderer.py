@@ -99,13 +99,15 @@ def test_stratified_samples_stay_in_their_bins():
 # ---- volume rendering and compositing ---------------------------------------------------
 
 
-def test_volume_render_weights_sum_to_alpha():
+@pytest.mark.parametrize("n_samples", [2, 16])  # rendering's groups of samples and training's whole rays
+def test_volume_render_weights_sum_to_alpha(n_samples):
     g = torch.Generator().manual_seed(0)
-    sigma = torch.rand(64, 16, generator=g) * 3
-    rgb = torch.rand(64, 16, 3, generator=g)
-    deltas = torch.full((64, 16), 0.1)
+    sigma = torch.rand(64, n_samples, generator=g) * 3
+    rgb = torch.rand(64, n_samples, 3, generator=g)
+    deltas = torch.full((64, n_samples), 0.1)
     out = volume_render(sigma, rgb, deltas)
     assert torch.allclose(out["weights"].sum(1), out["alpha"], atol=1e-6)
+    assert torch.allclose(out["rgb"], (out["weights"][..., None] * rgb).sum(1), atol=1e-6)
     assert torch.allclose(out["alpha"], 1 - torch.exp(-(sigma * deltas).sum(1)), atol=1e-5)
     assert torch.all(out["alpha"] <= 1.0) and torch.all(out["alpha"] >= 0.0)
     assert torch.all(out["rgb"] <= out["alpha"][:, None] + 1e-6)  # premultiplied

@@ -121,12 +121,15 @@ class LandmarkDeformation(nn.Module):
         g = self.grid
         cell = ((q[:, :2] - self.lo) / self.cell).long().clamp(0, g - 1)
         flat = cell[:, 0] * g + cell[:, 1]
-        return self.candidates[flat], self.near[flat]
+        return self.candidates.index_select(0, flat), self.near.index_select(0, flat)
 
     def _blend(self, q: Tensor, cand: Tensor, disp: Tensor, frame: Tensor | None, *, fade: bool = True) -> Tensor:
         """Blended (and faded) displacement ``[M, 3]`` at ``q [M, 3]`` from candidates ``[M, k]``."""
-        d = disp[0][cand] if frame is None else disp[frame[:, None], cand]  # [M, k, 3]
-        dist2 = (q[:, None, :2] - self.control[cand, :2] - d[..., :2]).pow(2).sum(-1)  # [M, k], in the face plane
+        # gathers as index_select on flattened rows: the same values, several times faster than advanced indexing on a CPU
+        rows = cand if frame is None else frame[:, None] * disp.shape[1] + cand
+        d = disp.reshape(-1, 3).index_select(0, rows.reshape(-1)).reshape(*cand.shape, 3)  # [M, k, 3]
+        control = self.control.index_select(0, cand.reshape(-1)).reshape(*cand.shape, 3)
+        dist2 = (q[:, None, :2] - control[..., :2] - d[..., :2]).pow(2).sum(-1)  # [M, k], in the face plane
         # softmax over the k candidates, written out: faster than torch.softmax on so short a last axis
         nearest = dist2.amin(-1, keepdim=True)  # [M, 1]
         w = (dist2 - nearest).mul_(-self.inv_two_sigma2).exp_()
@@ -160,9 +163,9 @@ class LandmarkDeformation(nn.Module):
             sel = near.nonzero()[:, 0]  # points near enough to the face to move
             if sel.numel() == 0:
                 return q.clone()
-            qs, cand = q[sel], cand[sel]
-            disp = displacement[:, :FACE_MESH_POINTS]
-            fs = None if frame is None else frame[sel]
+            qs, cand = q.index_select(0, sel), cand.index_select(0, sel)
+            disp = displacement  # the candidates are face-mesh points (the first 468 rows): no slice, no copy
+            fs = None if frame is None else frame.index_select(0, sel)
             first = qs - self._blend(qs, cand, disp, fs, fade=False)
             moved = qs - self._blend(qs, self._candidates(first)[0], disp, fs)
             return q.index_copy(0, sel, moved)

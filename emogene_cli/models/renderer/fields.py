@@ -43,7 +43,7 @@ class TriPlaneEncoding(nn.Module):
         as :meth:`forward`'s columns, so ``W @ block`` with the matching columns of a weight
         ``W`` equals that part of ``forward(x) @ W.T``.
         """
-        grid = torch.stack([x[:, list(p)] for p in self.PAIRS])[:, None]  # [3, 1, N, 2]
+        grid = torch.stack([x[:, 0:2], x[:, 0::2], x[:, 1:3]])[:, None]  # [3, 1, N, 2]: PAIRS, as slices (no gather)
         return [
             F.grid_sample(plane, grid, mode="bilinear", padding_mode="border", align_corners=True)
             .reshape(3 * plane.shape[1], x.shape[0])  # [3, C, 1, N] -> [3C, N]
@@ -110,12 +110,12 @@ class HeadField(nn.Module):
         transpose copies are made, the attention and the first layer share one product, and
         the activations are updated in place.
         """
-        n = x.shape[0]
         w = torch.cat([self.attention.weight, self.input_features.weight], 0)  # [K + H, D]
-        out = torch.cat([self.attention.bias, self.input_features.bias], 0)[:, None].expand(-1, n).clone()
-        col = 0
+        bias = torch.cat([self.attention.bias, self.input_features.bias], 0)[:, None]
+        out, col = None, 0
         for block in self.encoding.sample_levels(x):
-            out.addmm_(w[:, col:col + block.shape[0]], block)  # [K + H, N]
+            part = w[:, col:col + block.shape[0]]
+            out = torch.addmm(bias, part, block) if out is None else out.addmm_(part, block)  # [K + H, N]
             col += block.shape[0]
         k = self.attention.out_features
         gated = torch.sigmoid(out[:k]) * code.T  # [K, N]

@@ -195,7 +195,7 @@ class TalkingHeadRenderer(nn.Module):
         g = self.config.occupancy_resolution
         cell = ((x + 1.0) * (g / 2.0)).long().clamp_(0, g - 1)
         flat = (cell[..., 0] * g + cell[..., 1]) * g + cell[..., 2]
-        return (self.occupied if grid is None else grid).reshape(-1)[flat]
+        return (self.occupied if grid is None else grid).reshape(-1).index_select(0, flat.reshape(-1)).reshape(flat.shape)
 
     def inference_grid(self) -> Tensor:
         """Cells rendering samples, ``[G, G, G]`` bool (G = ``occupancy_resolution``): in ``occupied`` and above
@@ -267,8 +267,8 @@ class TalkingHeadRenderer(nn.Module):
             return q.new_zeros(n_rays, n_s), q.new_zeros(n_rays, n_s, 3)
         code_p = code.expand(keep.shape[0], -1) if code.shape[0] == 1 else code[keep // n_s]
         if eye_code is not None:
-            code_p = torch.lerp(code_p, eye_code.expand_as(code_p), self.eye_weight(q_can[keep])[:, None])
-        sig, col = self.head(x[keep], code_p)
+            code_p = torch.lerp(code_p, eye_code.expand_as(code_p), self.eye_weight(q_can.index_select(0, keep))[:, None])
+        sig, col = self.head(x.index_select(0, keep), code_p)
         sigma = q.new_zeros(n_rays * n_s).index_copy(0, keep, sig).reshape(n_rays, n_s)
         rgb = q.new_zeros(n_rays * n_s, 3).index_copy(0, keep, col).reshape(n_rays, n_s, 3)
         return sigma, rgb
@@ -294,10 +294,10 @@ class TalkingHeadRenderer(nn.Module):
         for k in range(0, n_s, group):
             if alive.numel() == 0:
                 break
-            sig, col = self._query(q[alive, k:k + group], code if code.shape[0] == 1 else code[alive], displacement,
-                                   None if frame is None else frame[alive], dmap, eye_code, grid)
-            out = volume_render(sig, col, deltas[alive, k:k + group])
-            t_alive = trans[alive]
+            sig, col = self._query(q[:, k:k + group].index_select(0, alive), code if code.shape[0] == 1 else code[alive],
+                                   displacement, None if frame is None else frame[alive], dmap, eye_code, grid)
+            out = volume_render(sig, col, deltas[:, k:k + group].index_select(0, alive))
+            t_alive = trans.index_select(0, alive)
             rgb.index_add_(0, alive, out["rgb"] * t_alive[:, None])
             t_alive = t_alive * (1.0 - out["alpha"])
             trans.index_copy_(0, alive, t_alive)

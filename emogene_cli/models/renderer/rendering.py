@@ -27,7 +27,13 @@ def volume_render(sigma: Tensor, rgb: Tensor, deltas: Tensor) -> dict[str, Tenso
     alpha = 1.0 - torch.exp(-tau)
     trans = torch.exp(-torch.cumsum(torch.cat([torch.zeros_like(tau[:, :1]), tau[:, :-1]], 1), 1))
     weights = alpha * trans
-    return {"rgb": (weights[..., None] * rgb).sum(1), "alpha": weights.sum(1), "weights": weights}
+    if rgb.shape[1] <= 4:  # rendering's small groups of samples: a few multiply-adds beat a batched product
+        acc, opacity = weights[:, 0, None] * rgb[:, 0], weights[:, 0]
+        for i in range(1, rgb.shape[1]):
+            acc, opacity = acc + weights[:, i, None] * rgb[:, i], opacity + weights[:, i]
+    else:
+        acc, opacity = torch.bmm(weights[:, None], rgb)[:, 0], weights.sum(1)
+    return {"rgb": acc, "alpha": opacity, "weights": weights}
 
 
 def distortion_loss(weights: Tensor) -> Tensor:
