@@ -80,6 +80,26 @@ def test_the_rendering_map_matches_the_exact_deformation():
     assert (mapped - exact).abs().max() < 0.05  # units of a 20-unit face: a few hundredths of a pixel at 256 px
 
 
+def test_training_looks_each_point_up_in_its_own_frames_map():
+    ms = _face()
+    deform = _deformation(ms, deform_map=160)
+    rng = np.random.default_rng(4)
+    r = np.linalg.norm(ms[:, :2] - np.array([-4.0, 6.0]), axis=-1)
+    bulge = np.clip(1 - r / 4, 0, None)[:, None]
+    disp = torch.tensor(np.stack([bulge * [0.8, -1.2, 0.3], bulge * [-0.5, 0.9, 0.0], np.zeros((478, 3))]), dtype=torch.float32)
+    maps = deform.displacement_maps(disp)  # [3, m, m, 3]
+    assert maps.shape == (3, 160, 160, 3)
+    q = torch.tensor(ms[rng.integers(0, 468, 600)] + rng.normal(scale=0.3, size=(600, 3)), dtype=torch.float32)
+    q = torch.cat([q, torch.tensor([[0.0, -40.0, 0.0], [40.0, 40.0, 1.0]])])  # outside the map: its border
+    frame = torch.tensor(rng.integers(0, 3, len(q)))
+    looked_up = deform.apply_maps(q, maps, frame)
+    for f in range(3):  # the same bilinear look-up as rendering's grid_sample in that frame's map
+        sel = frame == f
+        np.testing.assert_allclose(looked_up[sel].numpy(), deform.apply_map(q[sel], maps[f].permute(2, 0, 1)).numpy(), atol=1e-5)
+    assert (looked_up - deform(q, disp, frame)).abs().max() < 0.05  # and close to the exact deformation
+    assert torch.equal(deform.apply_maps(q, maps, None), deform.apply_maps(q, maps, torch.zeros_like(frame)))
+
+
 def test_per_point_frames_pick_their_own_displacement():
     ms = _face()
     deform = _deformation(ms)

@@ -5,7 +5,7 @@
     frame = model.render_image(pose [4, 4], dense_motion [478, 3], background [H, W, 3])["rgb"]
 
 See :mod:`.model` for the whole, :mod:`.rays`, :mod:`.deformation`, :mod:`.fields`,
-:mod:`.rendering` and :mod:`.torso` for the parts.
+:mod:`.occupancy`, :mod:`.rendering` and :mod:`.torso` for the parts.
 """
 
 from .config import CONFIG_KEY, RendererConfig

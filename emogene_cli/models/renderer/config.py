@@ -39,7 +39,7 @@ class RendererConfig:
     deform_falloff: float = 0.12  # displacement fades with the distance to the nearest landmark
     deform_neighbours: int = 8  # candidate landmarks per point (nearest in the mean shape)
     deform_grid: int = 32  # cells per axis of the candidate table (face plane)
-    deform_map: int = 160  # vertices per axis of the per-frame displacement map used when rendering
+    deform_map: int = 160  # vertices per axis of the per-frame displacement map (rendering; training)
     deform_reach: float = 0.4  # largest displacement expected (an open jaw): where the deformation is computed
     # head field
     plane_resolutions: tuple[int, ...] = (32, 64, 128)

@@ -17,6 +17,7 @@ The parts, one job each (the nerfstudio split), one module each:
   (mean-shape) head by the displacement of the dense face-mesh landmarks near it;
 * :mod:`.fields`: the canonical head field, tri-planes + MLP, with a small expression code
   (mouth opening, eyelids) for what geometry cannot explain -> density and colour;
+* :mod:`.occupancy`: the occupancy grid of the canonical head (which samples skip the field);
 * :mod:`.rendering`: NeRF quadrature, distortion loss, compositing head over torso over
   the static background plate;
 * :mod:`.torso`: RAD-NeRF's pose-conditioned 2-D torso.
@@ -37,7 +38,6 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ... import geometry
@@ -51,6 +51,7 @@ from .deformation import (
     expression_features,
 )
 from .fields import HeadField
+from .occupancy import OccupancyGrid
 from .parallel import frame_workers, in_order
 from .rays import generate_rays, head_box, intersect_aabb, sample_stratified
 from .rendering import composite, volume_render
@@ -77,7 +78,7 @@ def _float32(value: np.ndarray | Tensor | float) -> Tensor:
     return torch.tensor(np.asarray(value, dtype=np.float32))
 
 
-class TalkingHeadRenderer(nn.Module):
+class TalkingHeadRenderer(OccupancyGrid, nn.Module):
     """The identity's renderer: deformed head NeRF + 2-D torso over a background plate.
 
     Args:
@@ -188,54 +189,6 @@ class TalkingHeadRenderer(nn.Module):
         half = (self.box_hi - self.box_lo) / 2
         return (q - centre) / half
 
-    # ---- occupancy grid -----------------------------------------------------------------
-    def is_occupied(self, x: Tensor, grid: Tensor | None = None) -> Tensor:
-        """``x [..., 3]`` canonical box coordinates -> ``[...]`` bool: the cell of ``grid`` (``[G, G, G]``
-        bool, default ``occupied``, the training grid) may hold density."""
-        g = self.config.occupancy_resolution
-        cell = ((x + 1.0) * (g / 2.0)).long().clamp_(0, g - 1)
-        flat = (cell[..., 0] * g + cell[..., 1]) * g + cell[..., 2]
-        return (self.occupied if grid is None else grid).reshape(-1).index_select(0, flat.reshape(-1)).reshape(flat.shape)
-
-    def inference_grid(self) -> Tensor:
-        """Cells rendering samples, ``[G, G, G]`` bool (G = ``occupancy_resolution``): in ``occupied`` and above
-        the threshold, without the one-cell dilation that lets training grow into a neighbour between updates
-        (obama_20s quick, one thread: a third less time a frame, frames within 67 dB PSNR). ``occupied`` when
-        no cell is above the threshold (e.g. an untrained renderer: all cells occupied, no density recorded)."""
-        tight = self.occupancy > self.sigma_threshold
-        return tight & self.occupied if bool(tight.any()) else self.occupied
-
-    @torch.no_grad()
-    def update_occupancy(self, codes: Tensor, *, decay: float = 0.95, samples: int = 1,
-                         generator: torch.Generator | None = None, chunk: int = 1 << 16) -> float:
-        """Refresh the occupancy grid (instant-NGP's density grid, as in RAD-NeRF), in the canonical head.
-
-        Each cell's density is evaluated at ``samples`` random points inside it, each with a
-        random code from ``codes``; the grid keeps ``max(decay * old, new)``. Cells above the
-        threshold, dilated by one cell, stay occupied.
-
-        Args:
-            codes: ``[B, K]`` expression codes (:meth:`motion_code` of training frames).
-
-        Returns:
-            The occupied fraction of the cells.
-        """
-        g = self.config.occupancy_resolution
-        dev = self.occupancy.device
-        ar = torch.arange(g, dtype=torch.float32)
-        base = torch.stack(torch.meshgrid(ar, ar, ar, indexing="ij"), -1).reshape(-1, 3)  # [G^3, 3]
-        value = torch.zeros(g ** 3, device=dev)
-        for _ in range(samples):
-            x = (-1.0 + (base + torch.rand(base.shape, generator=generator)) * (2.0 / g)).to(dev)
-            which = torch.randint(0, codes.shape[0], (g ** 3,), generator=generator).to(dev)
-            for i in range(0, g ** 3, chunk):
-                sig, _ = self.head(x[i:i + chunk], codes[which[i:i + chunk]], with_color=False)
-                value[i:i + chunk] = torch.maximum(value[i:i + chunk], sig)
-        self.occupancy.copy_(torch.maximum(self.occupancy * decay, value.reshape(g, g, g)))
-        occ = (self.occupancy > self.sigma_threshold).float()[None, None]
-        self.occupied.copy_(F.max_pool3d(occ, 3, stride=1, padding=1)[0, 0] > 0)
-        return float(self.occupied.float().mean())
-
     # ---- rendering ----------------------------------------------------------------------
     def _query(self, q: Tensor, code: Tensor, displacement: Tensor | None, frame: Tensor | None,
                dmap: Tensor | None = None, eye_code: Tensor | None = None,
@@ -246,8 +199,10 @@ class TalkingHeadRenderer(nn.Module):
             q: ``[H, S, 3]`` observed samples (head frame); code: ``[H|1, K]``;
             displacement: ``[F, 478, 3]`` landmark displacements (head-frame units);
             frame: ``[H]`` long frame of each ray (None: frame 0 for all);
-            dmap: one frame's :meth:`.LandmarkDeformation.displacement_map`, used instead of
-                ``displacement`` when given (rendering).
+            dmap: used instead of ``displacement`` when given: one frame's ``[3, m, m]``
+                :meth:`.LandmarkDeformation.displacement_map` (rendering) or every frame's
+                ``[F, m, m, 3]`` :meth:`.LandmarkDeformation.displacement_maps` (training; each sample
+                in its ray's ``frame``).
             eye_code: ``[1, K]`` the code near the eyes (:meth:`eye_weight` blends it with
                 ``code``); None: ``code`` everywhere.
             grid: ``[G, G, G]`` bool cells to test (:meth:`is_occupied`; None: ``occupied``, training's).
@@ -256,10 +211,12 @@ class TalkingHeadRenderer(nn.Module):
             ``sigma [H, S]`` and ``rgb [H, S, 3]`` (zero where the canonical cell is empty).
         """
         n_rays, n_s = q.shape[:2]
-        if dmap is not None:
+        flat_frame = None if frame is None else frame.repeat_interleave(n_s)
+        if dmap is not None and dmap.dim() == 4:
+            q_can = self.deformation.apply_maps(q.reshape(-1, 3), dmap, flat_frame)
+        elif dmap is not None:
             q_can = self.deformation.apply_map(q.reshape(-1, 3), dmap)
         else:
-            flat_frame = None if frame is None else frame.repeat_interleave(n_s)
             q_can = self.deformation(q.reshape(-1, 3), displacement, flat_frame)
         x = self.normalise_points(q_can).clamp(-1, 1)
         keep = self.is_occupied(x, grid).nonzero()[:, 0]  # [N] flat sample indices
@@ -319,7 +276,7 @@ class TalkingHeadRenderer(nn.Module):
             pixels: ``[R, 2]`` pixel positions; poses: ``[R|1, 4, 4]``; code: ``[R|1, K]``;
             displacement: ``[F, 478, 3]`` landmark displacements (head-frame units);
             frame: ``[R]`` long frame index of each ray into ``displacement`` (None: frame 0);
-            dmap: one frame's displacement map, used instead of ``displacement`` when given.
+            dmap: displacement map(s) used instead of ``displacement`` when given (see :meth:`_query`).
             eye_code: ``[1, K]`` the code around the eyes (see :meth:`_query`).
 
         Returns:
@@ -366,6 +323,7 @@ class TalkingHeadRenderer(nn.Module):
         *,
         perturb: bool = False,
         generator: torch.Generator | None = None,
+        maps: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """Render pixel rays: deformed head NeRF, torso, compositing.
 
@@ -378,6 +336,8 @@ class TalkingHeadRenderer(nn.Module):
             frame: ``[R]`` long, the frame of ``motion`` each ray belongs to (None: frame 0).
             perturb: jitter the samples (training).
             generator: CPU generator for the jitter.
+            maps: ``[F, m, m, 3]`` :meth:`.LandmarkDeformation.displacement_maps` of ``motion * iod``: the
+                samples are deformed as rendering deforms them (bilinear in the map) instead of exactly.
 
         Returns:
             ``rgb [R, 3]`` composite, ``head_rgb [R, 3]``, ``head_alpha [R]``,
@@ -387,7 +347,7 @@ class TalkingHeadRenderer(nn.Module):
         code = self.motion_code(motion)
         displacement = motion.to(self.iod.dtype) * self.iod
         code_r = code if frame is None else code[frame]
-        head = self.render_head(pixels, poses, code_r, displacement, frame, perturb=perturb, generator=generator)
+        head = self.render_head(pixels, poses, code_r, displacement, frame, dmap=maps, perturb=perturb, generator=generator)
         uv = pixels / (self.config.resolution / 2.0) - 1.0
         torso_rgb, torso_alpha = self.torso(uv, self.normalise_pose(pose_vec))
         head_rgb = head["rgb"] / head["alpha"].clamp_min(1e-6)[:, None]
