@@ -182,6 +182,44 @@ def test_render_image_matches_render_rays():
     assert img["head_alpha"].max() > 0 and img["head_alpha"][0, 0] == 0  # the corner misses the head box
 
 
+def test_training_maps_render_as_the_exact_deformation_and_fall_back_beyond_the_budget(monkeypatch):
+    from emogene_cli.models.renderer import LandmarkDeformation
+    from emogene_cli.render import fitting
+
+    model, _ = _tiny_model()
+
+    class Probe(torch.nn.Module):  # an opaque head whose colour says where in the canonical box a sample landed
+        def forward(self, x, code, with_color=True):
+            return torch.full((len(x),), 50.0), torch.sin(5.0 * x) * 0.5 + 0.5
+
+    model.head = Probe()
+    g = torch.Generator().manual_seed(1)
+    motion = torch.zeros(2, 478, 3)  # inter-ocular units: frame 0 at rest, frame 1 shifted right and up
+    motion[1] = torch.tensor([0.3, -0.2, 0.0]) + 0.02 * torch.randn(478, 3, generator=g)
+    pose = _pose(t=(16.0, 16.0, 0.0))
+    ys, xs = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
+    pixels = torch.stack([xs, ys], -1).reshape(-1, 2).float() + 0.5
+    frame = torch.arange(len(pixels)) % 2
+    bg = torch.rand(len(pixels), 3, generator=g)
+    maps = fitting._deformation_maps(model, motion)
+    assert maps is not None and maps.shape == (2, model.config.deform_map, model.config.deform_map, 3)
+    exact_calls = []
+    blend = LandmarkDeformation.forward
+    monkeypatch.setattr(LandmarkDeformation, "forward", lambda *a, **k: exact_calls.append(1) or blend(*a, **k))
+    args = (pixels, pose, motion, model.pose_vectors(pose), bg, frame)
+    with torch.no_grad():
+        mapped = model.render_rays(*args, maps=maps)
+        assert not exact_calls  # the look-up only
+        exact = model.render_rays(*args)
+        at_rest = model.render_rays(*args[:5], torch.zeros_like(frame), maps=maps)
+    assert exact_calls and exact["head_alpha"].max() > 0.1
+    assert (at_rest["rgb"] - exact["rgb"]).abs().max() > 0.1  # frame 1's rays see their own deformation
+    assert (mapped["rgb"] - exact["rgb"]).abs().max() < 0.06  # the map's bilinear error, where the nearest landmarks switch
+    assert (mapped["head_alpha"] - exact["head_alpha"]).abs().max() < 0.02
+    monkeypatch.setattr(fitting, "MAP_BUDGET", maps.numel() * 4 - 1)
+    assert fitting._deformation_maps(model, motion) is None  # training keeps the exact blend
+
+
 def test_eye_weight_is_one_at_the_eyes_and_zero_away_from_them():
     from emogene_cli.models.renderer.model import EYE_CODE_FADE, EYE_CODE_RADIUS
 

@@ -40,7 +40,7 @@ __all__ = ["RendererData", "evaluate_renderer", "train_renderer"]
 
 CHECKPOINT_KIND = "emogene-renderer-checkpoint"
 #: Largest size in bytes of the training frames' displacement maps (:func:`_deformation_maps`): 1 GiB holds
-#: 3 500 frames (2 min 20 s) at the quick and full presets' 160 x 160 maps.
+#: 3 500 training frames (a clip of about 2 min 35 s, 10% held out) at the quick and full presets' 160 x 160 maps.
 MAP_BUDGET = 1 << 30
 
 

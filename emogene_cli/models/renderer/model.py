@@ -275,7 +275,7 @@ class TalkingHeadRenderer(OccupancyGrid, nn.Module):
         Args:
             pixels: ``[R, 2]`` pixel positions; poses: ``[R|1, 4, 4]``; code: ``[R|1, K]``;
             displacement: ``[F, 478, 3]`` landmark displacements (head-frame units);
-            frame: ``[R]`` long frame index of each ray into ``displacement`` (None: frame 0);
+            frame: ``[R]`` long frame index of each ray into ``displacement`` or a 4-D ``dmap`` (None: frame 0);
             dmap: displacement map(s) used instead of ``displacement`` when given (see :meth:`_query`).
             eye_code: ``[1, K]`` the code around the eyes (see :meth:`_query`).
 
