@@ -54,6 +54,17 @@ def test_blend_field_reproduces_a_uniform_displacement_between_landmarks():
     assert np.allclose(inner, [1.5, -2.0], atol=0.05)
 
 
+def test_blend_field_is_the_normalised_gaussian_blend_far_from_the_origin_too():
+    rng = np.random.default_rng(1)
+    pts = rng.uniform(900, 1100, (478, 2))  # a face in the corner of a large frame: big coordinates
+    disp = rng.normal(0, 3, (478, 2))
+    query = rng.uniform(880, 1120, (3000, 2))
+    sigma = 4.0
+    w = np.exp(-((query[:, None] - pts[None]) ** 2).sum(-1) / (2 * sigma**2))  # float64, the definition
+    expected = w @ disp / (w.sum(1, keepdims=True) + np.exp(-4.5))
+    np.testing.assert_allclose(blend_field(query, pts, disp, sigma), expected, atol=2e-3)
+
+
 def test_the_gain_of_a_tracker_that_reads_part_of_the_motion_is_recovered():
     """A fake tracker reads the motion of the image content (optical flow) at every landmark
     and reports half of it on the 'brows' region and all of it elsewhere."""
