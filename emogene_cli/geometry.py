@@ -214,6 +214,30 @@ def mouth_opening_iod(landmarks68: np.ndarray) -> np.ndarray:
     return np.linalg.norm(landmarks68[:, 62, :2] - landmarks68[:, 66, :2], axis=-1) / np.maximum(iod, 1e-6)
 
 
+def mouth_opening_pose_free(landmarks: np.ndarray, mean: np.ndarray | None = None) -> np.ndarray:
+    """Inner-lip gap with the head pose removed, over the inter-ocular distance, ``[T]``.
+
+    Tracked landmarks (``[T, 478, 3]`` pixels, a rendered or a real video) are brought into
+    the head frame the way preprocessing makes canonical landmarks (:func:`estimate_poses`
+    on the rigid points, then :func:`to_canonical`), so the gap is measured in the same
+    frame as the driving landmarks. :func:`mouth_opening_iod` measures it in the image
+    instead, where a head that nods or turns foreshortens the lips: the same mouth reads
+    smaller at one head pose than at another.
+
+    Args:
+        landmarks: ``[T, 478, 3]`` landmarks (crop pixels, MediaPipe's z).
+        mean: ``[478, 3]`` the face's mean shape (head frame); default the Procrustes mean
+            of ``landmarks`` (:func:`mean_shape`), for a face whose mean shape is unknown.
+
+    Returns:
+        ``[T]`` float64 gap (points 62 to 66 of the 68) in inter-ocular distances of ``mean``.
+    """
+    landmarks = np.asarray(landmarks, dtype=np.float64)
+    mean = mean_shape(landmarks) if mean is None else np.asarray(mean, dtype=np.float64)
+    canonical = to_canonical(landmarks, estimate_poses(landmarks, mean))
+    return mouth_opening(canonical[:, LM68_FROM_LM478]) / interocular_distance(mean)
+
+
 def fit_lift(sparse: np.ndarray, dense: np.ndarray, ridge: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
     """Ridge regression from 68-point motion to 478-point motion: ``dense ≈ W sparse + b``.
 

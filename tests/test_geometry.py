@@ -81,3 +81,25 @@ def test_lift_recovers_a_linear_dense_map_and_keeps_the_68_points():
     keep = np.setdiff1d(np.arange(478), g.LM68_FROM_LM478)
     np.testing.assert_allclose(out[:, keep], expect[:, keep], atol=1e-3)
     np.testing.assert_array_equal(out[:, g.LM68_FROM_LM478], test)
+
+
+def test_pose_free_mouth_opening_does_not_change_with_the_head_pose():
+    """The same lip gap under nods and turns: the image measure varies, the pose-free one does not."""
+    rng = np.random.default_rng(5)
+    mean = rng.normal(size=(478, 3)) * 30
+    mean -= mean[g.RIGID_LM478].mean(0)
+    upper, lower = g.LM68_FROM_LM478[62], g.LM68_FROM_LM478[66]
+    mean[lower] = mean[upper] + np.array([0.0, 4.0, 6.0])  # the lower lip below and in front of the upper one
+    gaps = np.linspace(0.0, 20.0, 12)
+    shapes = np.repeat(mean[None], len(gaps), 0)
+    shapes[:, lower, 1] += gaps  # the jaw opens
+    poses = g.compose_pose(rng.uniform(0.8, 1.3, len(gaps)), np.stack([random_rotation(rng) for _ in gaps]),
+                           rng.normal(size=(len(gaps), 3)) * 40)
+    frames = g.transform_points(poses, shapes)
+    truth = np.linalg.norm(shapes[:, upper] - shapes[:, lower], axis=-1) / g.interocular_distance(mean)
+    np.testing.assert_allclose(g.mouth_opening_pose_free(frames, mean), truth, atol=1e-9)
+    # the face's own mean shape when none is given: the same up to the Procrustes mean's scale
+    est = g.mouth_opening_pose_free(frames)
+    assert np.corrcoef(est, truth)[0, 1] > 0.999
+    image = g.mouth_opening_iod(frames[:, g.LM68_FROM_LM478])
+    assert np.corrcoef(image, truth)[0, 1] < 0.99  # foreshortening mixes the pose into the image measure

@@ -217,13 +217,17 @@ def report_html(figures: dict[str, Any], grids: list[tuple[str, str]], plots: li
                     f"<td>{_fmt(d['std_ratio'])}</td>")
         rows = "".join(
             f"<tr><td>{html.escape(e)}</td>{cells(v['rendered_vs_speaker'])}{cells(v['rendered_vs_driving'])}"
-            f"{cells(v['driving_vs_speaker'])}<td>{_fmt(v['face_found_rendered'])}</td></tr>"
+            f"{cells(v['driving_vs_speaker'])}<td>{_fmt(v['face_found_rendered'])}</td>"
+            + "".join(f"<td>{_fmt(v['image_plane'][k]['r_lag0'])}</td>" for k in ("rendered_vs_speaker", "rendered_vs_driving")
+                      if "image_plane" in v) + "</tr>"
             for e, v in ref["per_emotion"].items())
         head = "<th>r lag 0</th><th>best r (lag)</th><th>std ratio</th>"
         parts.append(f"<h3>lip sync end to end: {html.escape(ref['reference'])}, {ref['seconds']:.1f} s</h3>"
                      f"<p>{html.escape(ref['note'])}</p><table><tr><th></th><th colspan=3>rendered vs the real speaker</th>"
                      "<th colspan=3>rendered vs the driving landmarks</th><th colspan=3>driving landmarks vs the real speaker</th>"
-                     f"<th></th></tr><tr><th>emotion</th>{head}{head}{head}<th>face found (rendered)</th></tr>{rows}</table>")
+                     "<th></th><th colspan=2>measured in the image (head pose not removed): r lag 0</th></tr>"
+                     f"<tr><th>emotion</th>{head}{head}{head}<th>face found (rendered)</th>"
+                     f"<th>rendered vs speaker</th><th>rendered vs driving</th></tr>{rows}</table>")
     for title, b64 in grids + plots:
         parts.append(f"<h3>{html.escape(title)}</h3><img alt='{html.escape(title)}' src='data:image/png;base64,{b64}'>")
     parts.append("<h3>versions</h3><pre>" + html.escape(json.dumps(figures["versions"], indent=1)) + "</pre>")
@@ -284,7 +288,7 @@ def reference_lipsync_plot(series: dict[str, Any], figures: dict[str, Any]) -> s
         ax.set_title(f"{emotion}: rendered vs speaker r {per['rendered_vs_speaker']['r_lag0']:.2f}, "
                      f"rendered vs driving {per['rendered_vs_driving']['r_lag0']:.2f}, "
                      f"driving vs speaker {per['driving_vs_speaker']['r_lag0']:.2f} (lag 0)", fontsize=9)
-        ax.set_ylabel("lip gap / IOD", fontsize=8)
+        ax.set_ylabel("lip gap / IOD\n(pose removed)", fontsize=8)
     axes[0].legend(fontsize=7, loc="upper right")
     axes[-1].set_xlabel("seconds into the reference")
     fig.tight_layout()
