@@ -224,18 +224,29 @@ def mouth_opening_pose_free(landmarks: np.ndarray, mean: np.ndarray | None = Non
     instead, where a head that nods or turns foreshortens the lips: the same mouth reads
     smaller at one head pose than at another.
 
+    Both the gap and the inter-ocular distance (outer eye corners) are 3-D distances in the
+    head frame, so any pixel scale works (a crop, a whole frame): the alignment removes it.
+
     Args:
-        landmarks: ``[T, 478, 3]`` landmarks (crop pixels, MediaPipe's z).
+        landmarks: ``[T, 478, 3]`` landmarks (pixels, MediaPipe's z).
         mean: ``[478, 3]`` the face's mean shape (head frame); default the Procrustes mean
             of ``landmarks`` (:func:`mean_shape`), for a face whose mean shape is unknown.
 
     Returns:
-        ``[T]`` float64 gap (points 62 to 66 of the 68) in inter-ocular distances of ``mean``.
+        ``[T]`` float64 gap (points 62 to 66 of the 68) in inter-ocular distances of ``mean``;
+        NaN in frames whose rigid points collapse to one point (e.g. the zeros a tracker
+        leaves where it found no face in the whole clip).
     """
     landmarks = np.asarray(landmarks, dtype=np.float64)
-    mean = mean_shape(landmarks) if mean is None else np.asarray(mean, dtype=np.float64)
-    canonical = to_canonical(landmarks, estimate_poses(landmarks, mean))
-    return mouth_opening(canonical[:, LM68_FROM_LM478]) / interocular_distance(mean)
+    spread = np.ptp(landmarks[:, RIGID_LM478], axis=1).max(-1)
+    ok = spread > 1e-9
+    out = np.full(len(landmarks), np.nan)
+    if not ok.any():
+        return out
+    mean = mean_shape(landmarks[ok]) if mean is None else np.asarray(mean, dtype=np.float64)
+    canonical = to_canonical(landmarks[ok], estimate_poses(landmarks[ok], mean))
+    out[ok] = mouth_opening(canonical[:, LM68_FROM_LM478]) / interocular_distance(mean)
+    return out
 
 
 def fit_lift(sparse: np.ndarray, dense: np.ndarray, ridge: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:

@@ -125,7 +125,7 @@ def test_reference_lipsync_compares_three_mouths(evaluated):
             assert abs(d["best_lag"]) <= 3 and d["frames"] > 0
             assert not _finite(d["r_lag0"]) or -1 <= d["r_lag0"] <= d["r_best"] + 1e-9 <= 1 + 1e-9
         # the same mouths measured in the image (head pose not removed) stay beside them
-        assert set(info["image_plane"]) == {"rendered_vs_speaker", "rendered_vs_driving"}
+        assert set(info["image_plane"]) == {"rendered_vs_speaker", "rendered_vs_driving", "driving_vs_speaker"}
         assert info["image_plane"]["rendered_vs_driving"]["frames"] == info["rendered_vs_driving"]["frames"]
     on_disk = json.loads(result.json_path.read_text())
     assert on_disk["reference_lipsync"]["per_emotion"]["happy"]["driving_vs_speaker"]["frames"] > 0

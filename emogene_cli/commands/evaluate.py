@@ -59,9 +59,10 @@ def figures_table(figures: dict[str, Any], reference: dict[str, float]) -> Table
             table.add_row("reference", f"{emotion}: {label} r lag 0 / best (lag) / std ratio",
                           f"{_value(d['r_lag0'])} / {_value(d['r_best'])} ({d['best_lag']:+d}) / {_value(d['std_ratio'])}", "")
         if "image_plane" in info:
-            table.add_row("reference", f"{emotion}: in the image, rendered vs speaker / vs driving r lag 0",
-                          f"{_value(info['image_plane']['rendered_vs_speaker']['r_lag0'])} / "
-                          f"{_value(info['image_plane']['rendered_vs_driving']['r_lag0'])}", "")
+            ip = info["image_plane"]
+            table.add_row("reference", f"{emotion}: in the image, rendered vs speaker / vs driving / driving vs speaker r lag 0",
+                          " / ".join(_value(ip[k]["r_lag0"]) if k in ip else "-"
+                                     for k in ("rendered_vs_speaker", "rendered_vs_driving", "driving_vs_speaker")), "")
     return table
 
 

@@ -218,16 +218,16 @@ def report_html(figures: dict[str, Any], grids: list[tuple[str, str]], plots: li
         rows = "".join(
             f"<tr><td>{html.escape(e)}</td>{cells(v['rendered_vs_speaker'])}{cells(v['rendered_vs_driving'])}"
             f"{cells(v['driving_vs_speaker'])}<td>{_fmt(v['face_found_rendered'])}</td>"
-            + "".join(f"<td>{_fmt(v['image_plane'][k]['r_lag0'])}</td>" for k in ("rendered_vs_speaker", "rendered_vs_driving")
-                      if "image_plane" in v) + "</tr>"
+            + "".join(f"<td>{_fmt(v.get('image_plane', {}).get(k, {}).get('r_lag0', ''))}</td>"
+                      for k in ("rendered_vs_speaker", "rendered_vs_driving", "driving_vs_speaker")) + "</tr>"
             for e, v in ref["per_emotion"].items())
         head = "<th>r lag 0</th><th>best r (lag)</th><th>std ratio</th>"
         parts.append(f"<h3>lip sync end to end: {html.escape(ref['reference'])}, {ref['seconds']:.1f} s</h3>"
                      f"<p>{html.escape(ref['note'])}</p><table><tr><th></th><th colspan=3>rendered vs the real speaker</th>"
                      "<th colspan=3>rendered vs the driving landmarks</th><th colspan=3>driving landmarks vs the real speaker</th>"
-                     "<th></th><th colspan=2>measured in the image (head pose not removed): r lag 0</th></tr>"
+                     "<th></th><th colspan=3>measured in the image (head pose not removed): r lag 0</th></tr>"
                      f"<tr><th>emotion</th>{head}{head}{head}<th>face found (rendered)</th>"
-                     f"<th>rendered vs speaker</th><th>rendered vs driving</th></tr>{rows}</table>")
+                     f"<th>rendered vs speaker</th><th>rendered vs driving</th><th>driving vs speaker</th></tr>{rows}</table>")
     for title, b64 in grids + plots:
         parts.append(f"<h3>{html.escape(title)}</h3><img alt='{html.escape(title)}' src='data:image/png;base64,{b64}'>")
     parts.append("<h3>versions</h3><pre>" + html.escape(json.dumps(figures["versions"], indent=1)) + "</pre>")

@@ -92,7 +92,7 @@ def reference_lipsync(
         ``(figures, series)``: figures ``{"reference", "frames", "seconds",
         "face_found_reference", "per_emotion": {emotion: {"rendered_vs_speaker",
         "rendered_vs_driving", "driving_vs_speaker": mouth_agreement(...),
-        "face_found_rendered", "image_plane": {"rendered_vs_speaker", "rendered_vs_driving"}}},
+        "face_found_rendered", "image_plane": {"rendered_vs_speaker", "rendered_vs_driving", "driving_vs_speaker"}}},
         "note"}``; series ``{"speaker": [T], emotion: {"driving",
         "rendered"}}`` for the plot.
 
@@ -134,6 +134,7 @@ def reference_lipsync(
             "image_plane": {
                 "rendered_vs_speaker": metrics.mouth_agreement(rendered_image, speaker_image[:n], valid=both, max_lag=MAX_LAG),
                 "rendered_vs_driving": metrics.mouth_agreement(rendered_image, driving, valid=track.found, max_lag=MAX_LAG),
+                "driving_vs_speaker": metrics.mouth_agreement(driving, speaker_image[:n], valid=speaker_found[:n], max_lag=MAX_LAG),
             },
         }
         if speaker.emotion_gain is not None and emotion != "neutral":
