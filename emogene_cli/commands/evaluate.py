@@ -58,11 +58,9 @@ def figures_table(figures: dict[str, Any], reference: dict[str, float]) -> Table
             d = info[key]
             table.add_row("reference", f"{emotion}: {label} r lag 0 / best (lag) / std ratio",
                           f"{_value(d['r_lag0'])} / {_value(d['r_best'])} ({d['best_lag']:+d}) / {_value(d['std_ratio'])}", "")
-        if "image_plane" in info:
-            ip = info["image_plane"]
-            table.add_row("reference", f"{emotion}: in the image, rendered vs speaker / vs driving / driving vs speaker r lag 0",
-                          " / ".join(_value(ip[k]["r_lag0"]) if k in ip else "-"
-                                     for k in ("rendered_vs_speaker", "rendered_vs_driving", "driving_vs_speaker")), "")
+        table.add_row("reference", f"{emotion}: in the image, rendered vs speaker / vs driving / driving vs speaker r lag 0",
+                      " / ".join(_value(info["image_plane"][k]["r_lag0"])
+                                 for k in ("rendered_vs_speaker", "rendered_vs_driving", "driving_vs_speaker")), "")
     return table
 
 

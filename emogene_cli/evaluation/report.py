@@ -218,7 +218,7 @@ def report_html(figures: dict[str, Any], grids: list[tuple[str, str]], plots: li
         rows = "".join(
             f"<tr><td>{html.escape(e)}</td>{cells(v['rendered_vs_speaker'])}{cells(v['rendered_vs_driving'])}"
             f"{cells(v['driving_vs_speaker'])}<td>{_fmt(v['face_found_rendered'])}</td>"
-            + "".join(f"<td>{_fmt(v.get('image_plane', {}).get(k, {}).get('r_lag0', ''))}</td>"
+            + "".join(f"<td>{_fmt(v['image_plane'][k]['r_lag0'])}</td>"
                       for k in ("rendered_vs_speaker", "rendered_vs_driving", "driving_vs_speaker")) + "</tr>"
             for e, v in ref["per_emotion"].items())
         head = "<th>r lag 0</th><th>best r (lag)</th><th>std ratio</th>"

@@ -65,6 +65,17 @@ def track_reference(reference: Path, frames: int, store: Store) -> tuple[np.ndar
             geometry.mouth_opening_iod(track.landmarks[:, geometry.LM68_FROM_LM478]), track.found)
 
 
+def _three_pairs(rendered: np.ndarray, driving: np.ndarray, speaker: np.ndarray, rendered_found: np.ndarray,
+                 speaker_found: np.ndarray) -> dict[str, dict[str, float]]:
+    """:func:`~emogene_cli.evaluation.metrics.mouth_agreement` of rendered vs speaker, rendered vs driving and
+    driving vs speaker (``[T]`` mouth openings each; a pair is measured where both of its series were)."""
+    return {
+        "rendered_vs_speaker": metrics.mouth_agreement(rendered, speaker, valid=rendered_found & speaker_found, max_lag=MAX_LAG),
+        "rendered_vs_driving": metrics.mouth_agreement(rendered, driving, valid=rendered_found, max_lag=MAX_LAG),
+        "driving_vs_speaker": metrics.mouth_agreement(driving, speaker, valid=speaker_found, max_lag=MAX_LAG),
+    }
+
+
 def reference_lipsync(
     speaker: Speaker,
     reference: str | Path,
@@ -125,17 +136,10 @@ def reference_lipsync(
         track = redetect(rendered_frames, store)
         rendered = geometry.mouth_opening_pose_free(track.landmarks, speaker.mean_shape)
         rendered_image = geometry.mouth_opening_iod(track.landmarks[:, geometry.LM68_FROM_LM478])
-        both = track.found & speaker_found[:n]
         per[emotion] = {
-            "rendered_vs_speaker": metrics.mouth_agreement(rendered, speaker_mouth[:n], valid=both, max_lag=MAX_LAG),
-            "rendered_vs_driving": metrics.mouth_agreement(rendered, driving, valid=track.found, max_lag=MAX_LAG),
-            "driving_vs_speaker": metrics.mouth_agreement(driving, speaker_mouth[:n], valid=speaker_found[:n], max_lag=MAX_LAG),
+            **_three_pairs(rendered, driving, speaker_mouth[:n], track.found, speaker_found[:n]),
             "face_found_rendered": track.found_fraction,
-            "image_plane": {
-                "rendered_vs_speaker": metrics.mouth_agreement(rendered_image, speaker_image[:n], valid=both, max_lag=MAX_LAG),
-                "rendered_vs_driving": metrics.mouth_agreement(rendered_image, driving, valid=track.found, max_lag=MAX_LAG),
-                "driving_vs_speaker": metrics.mouth_agreement(driving, speaker_image[:n], valid=speaker_found[:n], max_lag=MAX_LAG),
-            },
+            "image_plane": _three_pairs(rendered_image, driving, speaker_image[:n], track.found, speaker_found[:n]),
         }
         if speaker.emotion_gain is not None and emotion != "neutral":
             per[emotion]["emotion_gain"] = float(speaker.emotion_gain[EMOTIONS.index(emotion)])
