@@ -168,6 +168,10 @@ def test_evaluate_command_and_its_errors(fitted_may, tmp_path, capsys, monkeypat
 
     assert main(["--home", home, "evaluate", "may", "--reference", str(tmp_path / "none.mp4")]) == 2
     assert "none.mp4" in capsys.readouterr().err
+    # a missing reference-actor folder fails at once, naming it, before anything is rendered
+    assert main(["--home", home, "evaluate", "may", "--emotion-actors", str(tmp_path / "nomead")]) == 2
+    err = capsys.readouterr().err
+    assert "nomead" in err and "MEAD folder not found" in err and "Traceback" not in err
     assert main(["--home", home, "evaluate", "nobody"]) == 2
     assert "not preprocessed" in capsys.readouterr().err
     assert main(["--home", home, "evaluate", "may", "--emotions", "grumpy"]) == 2

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from emogene_cli.emotions import EMOTIONS
+from emogene_cli.face import BLENDSHAPE_NAMES
 from emogene_cli.errors import InputError
 from emogene_cli.emotion.training import PairSet, leave_one_actor_out, scan_actors
 
@@ -81,3 +82,54 @@ def test_train_ldm_on_two_data_sets_prints_and_stores_the_leave_one_out_table(ch
     assert set(table[0]["strength"]) == {"angry", "disgusted", "fear", "happy", "sad"}  # CREMA-D's five
     assert all(np.isfinite(v) for h in table for v in h["strength"].values())
     assert "contempt" in table[1]["strength"] and table[1]["read_as"]["contempt"] in EMOTIONS
+
+
+def test_an_ldm_trained_without_an_actor_is_measured_against_that_actor_only(chain, tmp_path):
+    """train-ldm --leave-out 1001, then evaluate's reference from the same folders is 1001 alone:
+    the training actors are never the yardstick; a folder of training actors only is refused."""
+    from emogene_cli.emotion import load_ldm
+    from emogene_cli.pipelines.evaluate import _emotion_reference
+    from emogene_cli.store import Store, load_artifact
+
+    from .conftest import assert_clean_error
+
+    chain_home, _, _ = chain
+    home = tmp_path / "home"
+    shutil.copytree(Store(chain_home).mead_cache_dir, Store(home).mead_cache_dir)
+    bad = run_cli("train-ldm", str(DATA / "mead"), "--leave-out", "1001", "--epochs", "2", home=home)
+    assert_clean_error(bad, "no actor 1001 to leave out", "M030, W009")
+    proc = run_cli("train-ldm", str(DATA / "mead"), str(DATA / "crema_d"), "--leave-out", "1001", "--epochs", "20", home=home)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    store = Store(home)
+    params = json.loads(load_artifact(store.ldm_path).metadata["params"])
+    assert params["actors"] == ["M030", "W009"] and params["left_out"] == ["1001"]
+
+    real, info = _emotion_reference(store, load_ldm(store), [DATA / "mead", DATA / "crema_d"])
+    assert info["reference_actors"] == ["1001"] and info["training_actors"] == ["M030", "W009"]
+    assert info["reference_held_out"] and "1001, actors the LDM did not train on" in info["reference_note"]
+    assert set(real) == {"angry", "disgusted", "fear", "happy", "sad"}  # CREMA-D's five
+    assert real["happy"][BLENDSHAPE_NAMES.index("mouthSmileLeft")] > 0.2  # 1001 smiles when happy
+    # without a reference folder the training actors are the yardstick, and the note says so
+    real_train, info_train = _emotion_reference(store, load_ldm(store), None)
+    assert info_train["reference_actors"] == ["M030", "W009"] and not info_train["reference_held_out"]
+    assert "contempt" in real_train and "the actors the LDM trained on" in info_train["reference_note"]
+    with pytest.raises(InputError, match="every actor here trained the LDM in use"):
+        _emotion_reference(store, load_ldm(store), [DATA / "mead"])
+
+
+def test_real_blendshape_change_averages_each_actors_own_change():
+    from emogene_cli.emotion.training import MeadClip, actor_blendshape_changes, real_blendshape_change
+
+    def clip(actor, emotion):
+        return MeadClip(actor, emotion, 1 if emotion == "neutral" else 3, "001", DATA / f"{actor}_{emotion}.mp4")
+
+    rng = np.random.default_rng(0)
+    scores = {clip(a, e): rng.uniform(0, 1, (10, 52)) for a in ("A", "B") for e in ("neutral", "happy")}
+    scores[clip("B", "sad")] = rng.uniform(0, 1, (7, 52))
+    per_actor = actor_blendshape_changes(scores)
+    assert set(per_actor["A"]) == {"happy"} and set(per_actor["B"]) == {"happy", "sad"}
+    np.testing.assert_allclose(per_actor["B"]["sad"], scores[clip("B", "sad")].mean(0) - scores[clip("B", "neutral")].mean(0))
+    table = real_blendshape_change(scores)
+    np.testing.assert_allclose(table[EMOTIONS.index("happy")], (per_actor["A"]["happy"] + per_actor["B"]["happy"]) / 2, rtol=1e-6)
+    np.testing.assert_allclose(table[EMOTIONS.index("sad")], per_actor["B"]["sad"], rtol=1e-6)  # only B has it
+    assert not table[EMOTIONS.index("neutral")].any() and not table[EMOTIONS.index("contempt")].any()

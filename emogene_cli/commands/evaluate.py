@@ -77,6 +77,7 @@ def evaluate_command(
     whisper: Annotated[Optional[str], typer.Option(help=WHISPER_HELP)] = None,
     reference: Annotated[Optional[Path], typer.Option(help="A real talking video of another person: drive the identity with its sound and compare the rendered mouth with that person's real mouth and with the driving landmarks (neutral and --emotions, default neutral and happy).")] = None,
     reference_seconds: Annotated[float, typer.Option(min=1.0, help="Seconds of --reference used (from its start).")] = 8.0,
+    emotion_actors: Annotated[Optional[list[Path]], typer.Option("--emotion-actors", help="A folder in MEAD's layout (<actor>/video/front/<emotion>/level_<n>/<sentence>.mp4) of actors the LDM did not train on: emotion strength and recognition are measured against their real change instead of the training actors'. Actors the LDM trained on are skipped. Repeat for several folders.")] = None,
     device: Annotated[Device, typer.Option(help="Where to run the models and render.")] = Device.auto,
 ) -> None:
     """Measure a fitted identity (reconstruction, lip sync, emotion, idle poses); writes JSON and an HTML report.
@@ -85,6 +86,8 @@ def evaluate_command(
     emotion and a clip with silence; reports PSNR, SSIM, M-LMD/F-LMD, the lip-sync
     correlation, the emotion strength per emotion (rendered blendshape change projected on the
     real MEAD actors' change; 1.0 = a real actor) and idle head-pose velocity/acceleration.
+    The emotion's yardstick is the LDM's training actors unless --emotion-actors names actors
+    it never saw (see `train-ldm --leave-out`).
     """
     from ..evaluation import PAPER_REFERENCE
     from ..pipelines.evaluate import evaluate_identity
@@ -96,7 +99,8 @@ def evaluate_command(
     with progress_bars(transient=True) as update:
         r = evaluate_identity(
             name, store=store, audio=audio, device=dev, emotions=chosen, seconds_per_emotion=seconds_per_emotion,
-            seed=seed, hubert=hubert, reference=reference, reference_seconds=reference_seconds, json_path=json_out,
+            seed=seed, hubert=hubert, reference=reference, reference_seconds=reference_seconds,
+            emotion_actors=emotion_actors or None, json_path=json_out,
             report_path=report, progress=update,
         )
     console.print(figures_table(r.figures, PAPER_REFERENCE))
@@ -105,7 +109,8 @@ def evaluate_command(
         console.print(f"lipsync: {f['lipsync']['method']}; M-LMD in {f['lipsync']['m_lmd_units']}")
     emo = f.get("emotion", {})
     if emo.get("reference_note"):
-        console.print(f"emotion: {emo['reference_note']}" + ("" if emo.get("leave_one_actor_out") else " (this LDM has no such table: retrain it with train-ldm)"))
+        table_missing = not emo.get("reference_held_out") and not emo.get("leave_one_actor_out")
+        console.print(f"emotion: {emo['reference_note']}" + (" (this LDM has no such table: retrain it with train-ldm)" if table_missing else ""))
     if not f.get("fitted", True):
         console.print(f"note: {f['note']}")
         console.print(summary_table("evaluate", [("time", ", ".join(f"{k} {v:.1f} s" for k, v in r.seconds.items())),

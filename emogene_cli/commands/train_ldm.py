@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
@@ -17,6 +17,7 @@ def train_ldm_command(
     epochs: Annotated[int, typer.Option(min=1, help="Training epochs over the aligned frame pairs.")] = 300,
     device: Annotated[Device, typer.Option(help="Where to train.")] = Device.auto,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    leave_out: Annotated[Optional[list[str]], typer.Option("--leave-out", help="An actor (folder name, e.g. M030) not to train on, so that `evaluate --emotion-actors` can measure the model against it; repeat for several.")] = None,
 ) -> None:
     """Train the landmark deformation model (neutral landmarks + emotion -> displacement).
 
@@ -32,7 +33,8 @@ def train_ldm_command(
     store = get_store(ctx, write=True)
     dev = resolve_device(device)
     with progress_bars() as update:
-        report = train_ldm(data_dir, store=store, epochs=epochs, device=dev, seed=seed, progress=update)
+        report = train_ldm(data_dir, store=store, epochs=epochs, device=dev, seed=seed, leave_out=tuple(leave_out or ()),
+                           progress=update)
     table = Table(title="LDM validation (last 20% of each pair; RMS landmark error, inter-ocular units)", title_justify="left")
     table.add_column("emotion")
     table.add_column("LDM error", justify="right")

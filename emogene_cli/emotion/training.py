@@ -115,6 +115,28 @@ def actor_motions(landmarks: dict[MeadClip, np.ndarray]) -> dict[MeadClip, np.nd
     return out
 
 
+def actor_blendshape_changes(blendshapes: dict[MeadClip, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
+    """Per actor and emotion, the mean blendshapes on the emotional clips minus those on the neutral ones.
+
+    Args:
+        blendshapes: ``[T, 52]`` MediaPipe blendshape scores (0..1) per clip.
+
+    Returns:
+        ``{actor: {emotion: [52]}}`` for each emotion the actor has beside a neutral clip.
+    """
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for actor in sorted({c.actor for c in blendshapes}):
+        neutral = [b for c, b in blendshapes.items() if c.actor == actor and c.emotion == "neutral"]
+        if not neutral:
+            continue
+        rest = np.concatenate(neutral).mean(0)
+        for emotion in EMOTIONS:
+            emo = [b for c, b in blendshapes.items() if c.actor == actor and c.emotion == emotion]
+            if emo and emotion != "neutral":
+                out.setdefault(actor, {})[emotion] = np.concatenate(emo).mean(0) - rest
+    return out
+
+
 def real_blendshape_change(blendshapes: dict[MeadClip, np.ndarray]) -> np.ndarray:
     """Per emotion, the actors' mean blendshapes on emotional clips minus those on their neutral clips.
 
@@ -123,19 +145,42 @@ def real_blendshape_change(blendshapes: dict[MeadClip, np.ndarray]) -> np.ndarra
 
     Returns:
         ``[8, 52]`` float32 over :data:`EMOTIONS`, averaged over the actors that have the
-        emotion (rows of emotions no actor has, and ``neutral``, are zero).
+        emotion (:func:`actor_blendshape_changes`; rows of emotions no actor has, and
+        ``neutral``, are zero).
     """
+    per_actor = actor_blendshape_changes(blendshapes)
     out = np.zeros((len(EMOTIONS), 52), np.float32)
     for k, emotion in enumerate(EMOTIONS):
-        changes = []
-        for actor in sorted({c.actor for c in blendshapes}):
-            neutral = [b for c, b in blendshapes.items() if c.actor == actor and c.emotion == "neutral"]
-            emo = [b for c, b in blendshapes.items() if c.actor == actor and c.emotion == emotion]
-            if neutral and emo and emotion != "neutral":
-                changes.append(np.concatenate(emo).mean(0) - np.concatenate(neutral).mean(0))
+        changes = [mine[emotion] for mine in per_actor.values() if emotion in mine]
         if changes:
             out[k] = np.mean(changes, 0)
     return out
+
+
+def reference_blendshape_change(data_dirs: str | Path | list[str | Path], store: Store, *,
+                                exclude: list[str] | tuple[str, ...] = ()) -> tuple[np.ndarray, list[str]]:
+    """The real blendshape change of the actors in ``data_dirs`` that are not in ``exclude``: the
+    yardstick of a rendered emotion that an LDM trained on ``exclude`` never saw.
+
+    Args:
+        data_dirs: folders in MEAD's layout (:func:`scan_actors`); landmarks and blendshapes
+            are tracked once and cached in the store (:func:`mead_clip_track`).
+        exclude: actors to leave out (the LDM's training actors).
+
+    Returns:
+        ``[8, 52]`` (:func:`real_blendshape_change`) and the sorted actors it averages.
+
+    Raises:
+        NotFoundError / InputError: as :func:`scan_actors`; InputError also when every actor
+            there is excluded.
+    """
+    clips = [c for c in scan_actors(data_dirs) if c.actor not in set(exclude)]
+    if not clips:
+        first = data_dirs if isinstance(data_dirs, (str, Path)) else data_dirs[0]
+        raise InputError(f"every actor here trained the LDM in use ({', '.join(sorted(exclude))}): "
+                         "give actors it did not train on", path=first)
+    blendshapes = {c: mead_clip_track(c, store)[1] for c in clips}
+    return real_blendshape_change(blendshapes), sorted({c.actor for c in clips})
 
 
 def dtw_align(neutral: np.ndarray, emotional: np.ndarray) -> np.ndarray:
@@ -352,15 +397,30 @@ def train_ldm(
     lr: float = 1e-3,
     device: str = "cpu",
     seed: int = 0,
+    leave_out: list[str] | tuple[str, ...] = (),
     progress: Progress | None = None,
 ) -> LDMReport:
     """Extract (cached) MEAD landmarks, pair and align clips, train and save the LDM.
+
+    ``leave_out`` names actors of ``data_dir`` not to train on (to measure the model against
+    them later, e.g. ``evaluate --emotion-actors``).
+
+    Raises:
+        NotFoundError / InputError: as :func:`scan_actors`; InputError also for a ``leave_out``
+            actor that is not there, or when no actor is left.
 
     Returns:
         :class:`LDMReport` with per-emotion validation RMS error of the predicted emotional
         landmarks and, for comparison, of the neutral landmarks alone (``baseline_error``).
     """
     clips = scan_actors(data_dir)
+    first = data_dir if isinstance(data_dir, (str, Path)) else data_dir[0]
+    unknown = sorted(set(leave_out) - {c.actor for c in clips})
+    if unknown:
+        raise InputError(f"no actor {', '.join(unknown)} to leave out (there are {', '.join(sorted({c.actor for c in clips}))})", path=first)
+    clips = [c for c in clips if c.actor not in set(leave_out)]
+    if not clips:
+        raise InputError("every actor is left out: nothing to train on", path=first)
     landmarks: dict[MeadClip, np.ndarray] = {}
     blendshapes: dict[MeadClip, np.ndarray] = {}
     for i, clip in enumerate(clips):
@@ -403,7 +463,7 @@ def train_ldm(
     path = save_model(
         store.ldm_path, model.cpu(), model.config, producer="train-ldm",
         params={"data_dir": dirs[0] if len(dirs) == 1 else dirs, "epochs": epochs, "batch_size": batch_size, "lr": lr,
-                "seed": seed, "actors": actors},
+                "seed": seed, "actors": actors, **({"left_out": sorted(leave_out)} if leave_out else {})},
         extra={"leave_one_actor_out": json.dumps([h.to_dict() for h in loao])} if loao else None,
     )
     return LDMReport(

@@ -46,7 +46,7 @@ import numpy as np
 from .. import __version__, geometry
 from ..audio import SAMPLES_PER_FRAME, load_audio, loudness_envelope
 from ..dataset import IdentityData, heldout_frames, load_identity
-from ..emotion import attach_calibration, ldm_provenance, load_ldm
+from ..emotion import attach_calibration, ldm_provenance, load_ldm, reference_blendshape_change
 from ..emotions import EMOTIONS, parse_emotion
 from ..errors import EmogeneError, NotFoundError
 from ..evaluation import (
@@ -61,7 +61,7 @@ from ..store import Store, atomic_write_bytes, load_artifact
 from .reference import reference_lipsync
 from .speak import plan_motion
 
-__all__ = ["evaluate_identity", "evaluate_lipsync_only"]
+__all__ = ["evaluate_emotions", "evaluate_identity", "evaluate_lipsync_only"]
 
 LMD_ALIGN = "mean"
 LIPSYNC_MAX_LAG = 10  # frames (±0.4 s) searched for the audio-envelope correlation's peak
@@ -191,12 +191,53 @@ def _audio_driven(speaker: Speaker, data: IdentityData, held: np.ndarray, real_t
     return figures, per_frame
 
 
+def _emotion_reference(store: Store, ldm, reference_dirs: Sequence[str | Path] | None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The real blendshape change each rendered emotion is measured against, and what it is.
+
+    With ``reference_dirs`` (MEAD-layout folders): the actors there that the LDM in use did not
+    train on (:func:`emogene_cli.emotion.reference_blendshape_change`); without: the LDM's own
+    training actors (stored with it), which grades the renders with their own answers.
+
+    Returns:
+        ``{emotion: [52]}`` for every emotion the reference has, and the figures naming it:
+        ``ldm``, ``training_actors``, ``reference_actors``, ``reference_held_out``,
+        ``leave_one_actor_out``, ``reference_note``.
+
+    Raises:
+        NotFoundError / InputError: a reference folder is missing, holds no clip in MEAD's
+            layout, or only actors the LDM trained on.
+    """
+    prov = ldm_provenance(store)
+    training = prov.get("actors", [])
+    if reference_dirs:
+        table, actors = reference_blendshape_change(list(reference_dirs), store, exclude=training)
+        note = (f"strength is measured against the blendshape change of {', '.join(actors)}, actors the LDM did not train on "
+                f"(it trained on {', '.join(training)})" if training else
+                f"strength is measured against {', '.join(actors)}; the LDM does not name its training actors, so whether they "
+                "are held out is not known")
+    else:
+        table, actors = ldm.real_blendshape_change.cpu().numpy(), training
+        note = ("strength is measured against the blendshape change of the actors the LDM trained on "
+                f"({', '.join(training) or 'unknown'}), so it grades the renders with the training actors' own answers "
+                "(give --emotion-actors for actors it never saw); leave_one_actor_out is train-ldm's measure on actors each "
+                "model never saw (landmark level)")
+    real = {e: table[EMOTIONS.index(e)] for e in EMOTIONS if e != "neutral" and np.any(table[EMOTIONS.index(e)])}
+    info = {"ldm": prov.get("ldm", ""), "training_actors": training, "reference_actors": actors,
+            "reference_held_out": bool(reference_dirs) and bool(training),
+            "leave_one_actor_out": prov.get("leave_one_actor_out", []), "reference_note": note}
+    return real, info
+
+
 def _emotions(speaker: Speaker, audio: np.ndarray, emotions: Sequence[str], device: str, store: Store, seed: int,
-              hubert: str | None, progress: Progress | None) -> tuple[dict[str, Any], dict[str, Any]]:
+              hubert: str | None, progress: Progress | None,
+              reference_dirs: Sequence[str | Path] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     try:
         ldm = load_ldm(store, device)
     except NotFoundError as exc:
+        if reference_dirs:
+            raise
         return {"skipped": f"no landmark deformation model ({exc.message})"}, {}
+    real, reference = _emotion_reference(store, ldm, reference_dirs)
     attach_calibration(speaker, store, ldm, progress=progress)
     per: dict[str, Any] = {}
     shots: dict[str, np.ndarray] = {}
@@ -215,8 +256,6 @@ def _emotions(speaker: Speaker, audio: np.ndarray, emotions: Sequence[str], devi
             env = loudness_envelope(audio, len(frames))
             lipsync = metrics.lipsync_correlation(geometry.mouth_opening(_lm68(track)), env, max_lag=5)
         _report(progress, "emotions", k + 1, len(emotions))
-    real = {e: ldm.real_blendshape_change[EMOTIONS.index(e)].cpu().numpy() for e in EMOTIONS if e != "neutral"}
-    real = {e: r for e, r in real.items() if np.any(r)}
     strengths, recognised = [], 0
     for emotion in emotions:
         if emotion != "neutral":
@@ -235,8 +274,9 @@ def _emotions(speaker: Speaker, audio: np.ndarray, emotions: Sequence[str], devi
         "strength_min": float(np.min(strengths)) if strengths else float("nan"),
         "recognised": recognised, "measured": len(strengths),
         "lipsync_corr_neutral": lipsync[0], "lipsync_lag_neutral": lipsync[1],
+        **reference,
         "note": ("strength = the rendered change of all 52 MediaPipe blendshapes (re-detected) against the neutral render, "
-                 "projected on the real MEAD actors' change for the same emotion (1.0 = as strong as a real actor), "
+                 "projected on the reference actors' real change for the same emotion (1.0 = as strong as a real actor), "
                  "each emotion rendered at the identity's emotion gain (emotion_gain; 1 = the learned motion); "
                  "recognised_as = the emotion whose real change is most similar (cosine); "
                  "score = mean change of the emotion's own relevant blendshapes"),
@@ -284,6 +324,7 @@ def evaluate_identity(
     hubert: str | None = None,
     reference: str | Path | None = None,
     reference_seconds: float = 8.0,
+    emotion_actors: Sequence[str | Path] | None = None,
     json_path: str | Path | None = None,
     report_path: str | Path | None = None,
     progress: Progress | None = None,
@@ -302,12 +343,16 @@ def evaluate_identity(
             (:func:`emogene_cli.pipelines.reference.reference_lipsync`), for neutral and the
             ``emotions`` asked for (neutral and happy when none are), over its first
             ``reference_seconds``.
+        emotion_actors: folders in MEAD's layout whose actors the LDM did not train on: the
+            emotion strength and recognition are measured against their real blendshape change
+            (:func:`_emotion_reference`); default the LDM's own training actors.
         json_path, report_path: outputs (default ``identities/<name>/evaluation.json`` / ``.html``).
         progress: ``progress(label, done, total)``.
 
     Raises:
         NotFoundError: unknown or unfitted identity, missing audio file.
-        InputError: unreadable audio.
+        InputError: unreadable audio; an ``emotion_actors`` folder without clips or with only
+            the LDM's training actors.
         EmogeneError: an unknown emotion or a non-positive duration.
     """
     if seconds_per_emotion <= 0 or idle_silence < 0:
@@ -322,6 +367,8 @@ def evaluate_identity(
         return evaluate_lipsync_only(name, store=store, device=device, json_path=json_path, report_path=report_path)
     name = store.resolve_identity(name)
     user_audio = load_audio(audio) if audio is not None else None
+    if emotion_actors:  # fail before the long renders: a folder missing, empty or of training actors only
+        _emotion_reference(store, load_ldm(store, device), emotion_actors)
     seconds: dict[str, float] = {}
 
     t0 = time.perf_counter()
@@ -357,17 +404,10 @@ def evaluate_identity(
     t0 = time.perf_counter()
     emo_audio = user_audio if user_audio is not None else data.audio
     emo_audio = emo_audio[: int(round(seconds_per_emotion * SAMPLE_RATE))]
-    figures["emotion"], parts["emotion"] = _emotions(speaker, emo_audio, chosen, device, store, seed, hubert, progress)
+    figures["emotion"], parts["emotion"] = _emotions(speaker, emo_audio, chosen, device, store, seed, hubert, progress,
+                                                     emotion_actors)
     if user_audio is not None:
         figures["emotion"]["audio"] = str(audio)
-    if "skipped" not in figures["emotion"]:
-        prov = ldm_provenance(store)
-        figures["emotion"].update(
-            ldm=prov["ldm"], reference_actors=prov["actors"], leave_one_actor_out=prov["leave_one_actor_out"],
-            reference_note=("strength is measured against the blendshape change of the actors the LDM trained on "
-                            f"({', '.join(prov['actors']) or 'unknown'}), so it grades the renders with the training actors' own "
-                            "answers; leave_one_actor_out is train-ldm's measure on actors each model never saw (landmark level)"),
-        )
     seconds["emotion"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -414,6 +454,43 @@ def evaluate_identity(
 
     json_out, report_out = _write(store, name, figures, page, json_path, report_path)
     return EvaluationResult(name=name, figures=figures, json_path=json_out, report_path=report_out, seconds=seconds)
+
+
+def evaluate_emotions(
+    name: str,
+    *,
+    store: Store,
+    audio: str | Path,
+    emotions: Sequence[str] | None = None,
+    seconds_per_emotion: float = 3.0,
+    seed: int = 0,
+    emotion_actors: Sequence[str | Path] | None = None,
+    device: str = "cpu",
+    hubert: str | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Only the emotion part of :func:`evaluate_identity`, nothing written: each emotion rendered
+    from the first ``seconds_per_emotion`` of ``audio`` (same poses and seed) and measured
+    against the neutral render and the reference actors (``emotion_actors`` held out of the
+    LDM, else its training actors). Used to measure one LDM after another on an identity
+    (``benchmarks/emotion_loao.py``).
+
+    Returns:
+        The ``emotion`` figures of the evaluation JSON.
+
+    Raises:
+        NotFoundError: unknown or unfitted identity, missing audio, no LDM.
+        InputError / EmogeneError: as :func:`evaluate_identity`.
+    """
+    if seconds_per_emotion <= 0:
+        raise EmogeneError("--seconds-per-emotion must be positive")
+    chosen = ["neutral"] + [e for e in dict.fromkeys(parse_emotion(e) for e in (emotions or EMOTIONS)) if e != "neutral"]
+    name = store.resolve_identity(name)
+    clip = load_audio(audio)[: int(round(seconds_per_emotion * SAMPLE_RATE))]
+    speaker = load_speaker(store, name, device)
+    figures, _ = _emotions(speaker, clip, chosen, device, store, seed, hubert, progress, emotion_actors)
+    figures["audio"] = str(audio)
+    return figures
 
 
 def evaluate_lipsync_only(name: str, *, store: Store, device: str = "cpu", json_path: str | Path | None = None,
