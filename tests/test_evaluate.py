@@ -159,12 +159,19 @@ def test_evaluate_command_and_its_errors(fitted_may, tmp_path, capsys, monkeypat
     monkeypatch.setenv("EMOGENE_MODEL_DIR", str(MODELS))
     monkeypatch.setenv("COLUMNS", "200")
     home = str(fitted_may.home)
-    code = main(["--home", home, "evaluate", "may", "--emotions", "happy", "--seconds-per-emotion", "0.5",
+    code = main(["--home", home, "evaluate", "may", "--emotions", "happy,contempt", "--seconds-per-emotion", "0.5",
+                 "--emotion-actors", str(DATA / "crema_d"),
                  "--json", str(tmp_path / "e.json"), "--report", str(tmp_path / "e.html"), "--device", "cpu"])
     out = capsys.readouterr()
     assert code == 0, out.err
     assert "m_lmd" in out.out and "19.7" in out.out and str(tmp_path / "e.json") in out.out
     assert (tmp_path / "e.json").is_file() and (tmp_path / "e.html").is_file()
+    # graded by the CREMA-D actor, who has no contempt; this test LDM names no training actors
+    emo = json.loads((tmp_path / "e.json").read_text())["emotion"]
+    assert emo["reference_actors"] == ["1001"] and emo["training_actors"] == [] and not emo["reference_held_out"]
+    assert "strength" in emo["per_emotion"]["happy"] and emo["measured"] == 1
+    assert emo["per_emotion"]["contempt"]["not_measured"] == "the reference actors (1001) have no contempt clip"
+    assert "measured against 1001" in " ".join(out.out.split()) and "1001" in (tmp_path / "e.html").read_text()
 
     assert main(["--home", home, "evaluate", "may", "--reference", str(tmp_path / "none.mp4")]) == 2
     assert "none.mp4" in capsys.readouterr().err

@@ -88,7 +88,7 @@ def test_an_ldm_trained_without_an_actor_is_measured_against_that_actor_only(cha
     """train-ldm --leave-out 1001, then evaluate's reference from the same folders is 1001 alone:
     the training actors are never the yardstick; a folder of training actors only is refused."""
     from emogene_cli.emotion import load_ldm
-    from emogene_cli.pipelines.evaluate import _emotion_reference
+    from emogene_cli.pipelines.evaluate_emotion import emotion_reference
     from emogene_cli.store import Store, load_artifact
 
     from .conftest import assert_clean_error
@@ -104,17 +104,25 @@ def test_an_ldm_trained_without_an_actor_is_measured_against_that_actor_only(cha
     params = json.loads(load_artifact(store.ldm_path).metadata["params"])
     assert params["actors"] == ["M030", "W009"] and params["left_out"] == ["1001"]
 
-    real, info = _emotion_reference(store, load_ldm(store), [DATA / "mead", DATA / "crema_d"])
+    real, info = emotion_reference(store, load_ldm(store), [DATA / "mead", DATA / "crema_d"])
     assert info["reference_actors"] == ["1001"] and info["training_actors"] == ["M030", "W009"]
     assert info["reference_held_out"] and "1001, actors the LDM did not train on" in info["reference_note"]
     assert set(real) == {"angry", "disgusted", "fear", "happy", "sad"}  # CREMA-D's five
     assert real["happy"][BLENDSHAPE_NAMES.index("mouthSmileLeft")] > 0.2  # 1001 smiles when happy
     # without a reference folder the training actors are the yardstick, and the note says so
-    real_train, info_train = _emotion_reference(store, load_ldm(store), None)
+    real_train, info_train = emotion_reference(store, load_ldm(store), None)
     assert info_train["reference_actors"] == ["M030", "W009"] and not info_train["reference_held_out"]
     assert "contempt" in real_train and "the actors the LDM trained on" in info_train["reference_note"]
     with pytest.raises(InputError, match="every actor here trained the LDM in use"):
-        _emotion_reference(store, load_ldm(store), [DATA / "mead"])
+        emotion_reference(store, load_ldm(store), [DATA / "mead"])
+    # an LDM that does not name its actors: the reference is taken, and the note says it may not be held out
+    from emogene_cli.models.ldm import LandmarkDeformationModel, LDMConfig
+    from emogene_cli.store import save_model
+
+    save_model(store.ldm_path, LandmarkDeformationModel(LDMConfig()), LDMConfig(), producer="test")
+    _, unnamed = emotion_reference(store, load_ldm(store), [DATA / "crema_d"])
+    assert unnamed["reference_actors"] == ["1001"] and not unnamed["reference_held_out"]
+    assert "whether they are held out is not known" in unnamed["reference_note"]
 
 
 def test_real_blendshape_change_averages_each_actors_own_change():
@@ -133,3 +141,39 @@ def test_real_blendshape_change_averages_each_actors_own_change():
     np.testing.assert_allclose(table[EMOTIONS.index("happy")], (per_actor["A"]["happy"] + per_actor["B"]["happy"]) / 2, rtol=1e-6)
     np.testing.assert_allclose(table[EMOTIONS.index("sad")], per_actor["B"]["sad"], rtol=1e-6)  # only B has it
     assert not table[EMOTIONS.index("neutral")].any() and not table[EMOTIONS.index("contempt")].any()
+
+
+def test_train_ldm_render_grades_each_left_out_actor_on_rendered_frames(chain, tmp_path):
+    """train-ldm MEAD --render may: per actor, the model trained on the other one renders every
+    emotion of may, graded by the actor left out; the table is printed and stored with the model;
+    the identity's own files are only read and the temporary store is gone."""
+    from emogene_cli.emotion import load_ldm
+    from emogene_cli.emotion.motion_to_emotion import ldm_provenance
+    from emogene_cli.store import Store
+
+    from .conftest import assert_clean_error
+
+    chain_home, _, _ = chain
+    home = tmp_path / "home"
+    shutil.copytree(chain_home, home, symlinks=True)
+    store = Store(home)
+    ident = store.identity_dir("may")
+    before = {p.name: p.stat().st_mtime_ns for p in ident.iterdir() if p.is_file()}
+    assert_clean_error(run_cli("train-ldm", str(DATA / "mead"), "--render", "may", home=home), "--render needs --audio")
+    assert_clean_error(run_cli("train-ldm", str(DATA / "mead"), "--render", "nobody", "--audio",
+                               str(DATA / "speech" / "arctic_a0007_4s.wav"), home=home), "nobody")
+    proc = run_cli("train-ldm", str(DATA / "mead"), "--render", "may", "--audio", str(DATA / "speech" / "arctic_a0007_4s.wav"),
+                   "--seconds", "0.6", "--epochs", "20", home=home)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = " ".join(proc.stdout.split())
+    assert "Leave one actor out on rendered frames of may" in out and "read right" in out
+    records = ldm_provenance(store)["rendered_leave_one_actor_out"]
+    assert [(r["actor"], r["identity"], r["training_actors"]) for r in records] == [
+        ("M030", "may", ["W009"]), ("W009", "may", ["M030"])]
+    for r in records:
+        assert set(r["per_emotion"]) == {e for e in EMOTIONS if e != "neutral"}
+        assert all(np.isfinite(v["strength"]) and v["recognised_as"] in EMOTIONS for v in r["per_emotion"].values())
+        assert r["summary"]["measured"] == 7 and 0 <= r["summary"]["read_right"] <= 7
+    assert load_ldm(store) is not None and ldm_provenance(store)["actors"] == ["M030", "W009"]  # the full model, saved
+    assert {p.name: p.stat().st_mtime_ns for p in ident.iterdir() if p.is_file()} == before
+    assert not list(home.glob(".leave-one-out-*"))

@@ -109,7 +109,7 @@ def evaluate_command(
         console.print(f"lipsync: {f['lipsync']['method']}; M-LMD in {f['lipsync']['m_lmd_units']}")
     emo = f.get("emotion", {})
     if emo.get("reference_note"):
-        table_missing = not emo.get("reference_held_out") and not emo.get("leave_one_actor_out")
+        table_missing = not emotion_actors and not emo.get("leave_one_actor_out")
         console.print(f"emotion: {emo['reference_note']}" + (" (this LDM has no such table: retrain it with train-ldm)" if table_missing else ""))
     if not f.get("fitted", True):
         console.print(f"note: {f['note']}")

@@ -51,8 +51,10 @@ def ldm_provenance(store: Store) -> dict:
     Returns:
         ``{"ldm": Store.ldm_label(), "actors": [names], "leave_one_actor_out": [{"actor",
         "frames", "strength": {emotion: float}, "read_as": {emotion: str}}, ...]}`` (the list
-        is empty for a model trained before train-ldm measured it, or on one actor); ``{}``
-        when there is no LDM.
+        is empty for a model trained before train-ldm measured it, or on one actor),
+        ``"rendered_leave_one_actor_out"``: ``train-ldm --render``'s records
+        (:func:`emogene_cli.pipelines.emotion_loao.rendered_leave_one_actor_out`, empty without);
+        ``{}`` when there is no LDM.
     """
     path = store.ldm_file
     if not path.is_file():
@@ -60,7 +62,8 @@ def ldm_provenance(store: Store) -> dict:
     meta = load_artifact(path, what="landmark deformation model").metadata
     params = json.loads(meta.get("params", "{}") or "{}")
     return {"ldm": store.ldm_label(), "actors": list(params.get("actors", [])),
-            "leave_one_actor_out": json.loads(meta.get("leave_one_actor_out", "[]") or "[]")}
+            "leave_one_actor_out": json.loads(meta.get("leave_one_actor_out", "[]") or "[]"),
+            "rendered_leave_one_actor_out": json.loads(meta.get("rendered_leave_one_actor_out", "[]") or "[]")}
 
 
 def emotional_motion(

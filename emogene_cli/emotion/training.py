@@ -19,7 +19,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -176,9 +176,8 @@ def reference_blendshape_change(data_dirs: str | Path | list[str | Path], store:
     """
     clips = [c for c in scan_actors(data_dirs) if c.actor not in set(exclude)]
     if not clips:
-        first = data_dirs if isinstance(data_dirs, (str, Path)) else data_dirs[0]
         raise InputError(f"every actor here trained the LDM in use ({', '.join(sorted(exclude))}): "
-                         "give actors it did not train on", path=first)
+                         "give actors it did not train on", path=data_roots(data_dirs)[0])
     blendshapes = {c: mead_clip_track(c, store)[1] for c in clips}
     return real_blendshape_change(blendshapes), sorted({c.actor for c in clips})
 
@@ -277,6 +276,18 @@ class LDMReport:
     leave_one_out: list["HeldOutActor"] = field(default_factory=list)
 
 
+def data_roots(data_dirs: str | Path | Sequence[str | Path]) -> list[Path]:
+    """One folder or several as a list of paths (train-ldm and the reference actors take either).
+
+    Raises:
+        InputError: no folder given.
+    """
+    roots = [Path(data_dirs)] if isinstance(data_dirs, (str, Path)) else [Path(d) for d in data_dirs]
+    if not roots:
+        raise InputError("no data folder given")
+    return roots
+
+
 def scan_actors(data_dirs: str | Path | list[str | Path]) -> list[MeadClip]:
     """:func:`scan_mead` over one or several folders in MEAD's layout (MEAD, CREMA-D laid out
     the same way), sorted.
@@ -285,7 +296,7 @@ def scan_actors(data_dirs: str | Path | list[str | Path]) -> list[MeadClip]:
         NotFoundError / InputError: as :func:`scan_mead`; InputError also when two folders hold
             an actor of the same name (actor names must be unique: they pair clips).
     """
-    roots = [data_dirs] if isinstance(data_dirs, (str, Path)) else list(data_dirs)
+    roots = data_roots(data_dirs)
     clips: list[MeadClip] = []
     seen: dict[str, Path] = {}
     for root in roots:
@@ -398,12 +409,16 @@ def train_ldm(
     device: str = "cpu",
     seed: int = 0,
     leave_out: list[str] | tuple[str, ...] = (),
+    measure_held_out: bool = True,
+    extra: dict[str, str] | None = None,
     progress: Progress | None = None,
 ) -> LDMReport:
     """Extract (cached) MEAD landmarks, pair and align clips, train and save the LDM.
 
     ``leave_out`` names actors of ``data_dir`` not to train on (to measure the model against
-    them later, e.g. ``evaluate --emotion-actors``).
+    them later, e.g. ``evaluate --emotion-actors``). With ``measure_held_out`` and two or more
+    actors, the recipe is also trained once without each actor (:func:`leave_one_actor_out`)
+    and the table stored with the model. ``extra``: more metadata to store with it (strings).
 
     Raises:
         NotFoundError / InputError: as :func:`scan_actors`; InputError also for a ``leave_out``
@@ -414,7 +429,7 @@ def train_ldm(
         landmarks and, for comparison, of the neutral landmarks alone (``baseline_error``).
     """
     clips = scan_actors(data_dir)
-    first = data_dir if isinstance(data_dir, (str, Path)) else data_dir[0]
+    first = data_roots(data_dir)[0]
     unknown = sorted(set(leave_out) - {c.actor for c in clips})
     if unknown:
         raise InputError(f"no actor {', '.join(unknown)} to leave out (there are {', '.join(sorted({c.actor for c in clips}))})", path=first)
@@ -441,7 +456,8 @@ def train_ldm(
     model = fit_ldm(data, epochs=epochs, batch_size=batch_size, lr=lr, device=device, seed=seed,
                     progress=(lambda k: progress("train", k, epochs)) if progress else None)
     tr = ~data.is_val
-    loao = leave_one_actor_out(data, epochs=epochs, batch_size=batch_size, lr=lr, device=device, seed=seed, progress=progress)
+    loao = (leave_one_actor_out(data, epochs=epochs, batch_size=batch_size, lr=lr, device=device, seed=seed, progress=progress)
+            if measure_held_out else [])
     model.lift.copy_(torch.as_tensor(lift, dtype=torch.float32))
     model.real_blendshape_change.copy_(torch.from_numpy(real_blendshape_change(blendshapes)))
     val_error, baseline_error, real_size, predicted_size = {}, {}, {}, {}
@@ -459,12 +475,12 @@ def train_ldm(
             real_size[name] = float(np.linalg.norm(target.mean(0), axis=-1).mean())
             predicted_size[name] = float(np.linalg.norm(pred.mean(0), axis=-1).mean())
     actors = sorted({c.actor for c in clips})
-    dirs = [str(d) for d in ([data_dir] if isinstance(data_dir, (str, Path)) else data_dir)]
+    dirs = [str(d) for d in data_roots(data_dir)]
     path = save_model(
         store.ldm_path, model.cpu(), model.config, producer="train-ldm",
         params={"data_dir": dirs[0] if len(dirs) == 1 else dirs, "epochs": epochs, "batch_size": batch_size, "lr": lr,
                 "seed": seed, "actors": actors, **({"left_out": sorted(leave_out)} if leave_out else {})},
-        extra={"leave_one_actor_out": json.dumps([h.to_dict() for h in loao])} if loao else None,
+        extra={**({"leave_one_actor_out": json.dumps([h.to_dict() for h in loao])} if loao else {}), **(extra or {})} or None,
     )
     return LDMReport(
         clips=len(clips), actors=actors, pairs=len(data.pairs), train_frames=int(tr.sum()), val_frames=int(data.is_val.sum()),

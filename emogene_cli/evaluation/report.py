@@ -168,6 +168,27 @@ def leave_one_actor_out_html(held_out: list[dict]) -> str:
             f"<table><tr><th>emotion</th>{head}</tr>{rows}</table>")
 
 
+def rendered_leave_one_actor_out_html(records: list[dict]) -> str:
+    """``train-ldm --render``'s table (:func:`~emogene_cli.pipelines.emotion_loao.rendered_leave_one_actor_out`
+    records): per emotion, for each identity and left-out actor, the rendered strength and what
+    it reads as, then the median, lowest and how many read right; "" when empty."""
+    if not records:
+        return ""
+    emotions = [e for e in dict.fromkeys(e for r in records for e in r["per_emotion"])]
+    head = "".join(f"<th>{html.escape(r['identity'])} without {html.escape(r['actor'])}</th>" for r in records)
+    rows = "".join(
+        f"<tr><td>{html.escape(e)}</td>" + "".join(
+            f"<td>{_fmt(r['per_emotion'][e]['strength'])} ({html.escape(str(r['per_emotion'][e]['recognised_as']))})</td>"
+            if "strength" in r["per_emotion"].get(e, {}) else "<td>-</td>" for r in records) + "</tr>"
+        for e in emotions)
+    rows += ("<tr><td>median / lowest; read right</td>" + "".join(
+        f"<td>{_fmt(r['summary']['median'])} / {_fmt(r['summary']['lowest'])}; "
+        f"{r['summary']['read_right']} of {r['summary']['measured']}</td>" for r in records) + "</tr>")
+    return ("<h4>leave one actor out on rendered frames (train-ldm --render: every emotion rendered with the LDM trained "
+            "without the actor, graded by the actor's own blendshape change, 1 = as the actor; in brackets the actor's "
+            f"emotion it reads as)</h4><table><tr><th>emotion</th>{head}</tr>{rows}</table>")
+
+
 def report_html(figures: dict[str, Any], grids: list[tuple[str, str]], plots: list[tuple[str, str]]) -> str:
     """The self-contained evaluation page: a table per part of ``figures`` (with the paper's
     figures beside ours, :data:`PAPER_REFERENCE`), the emotion table, then ``grids`` and
@@ -207,7 +228,8 @@ def report_html(figures: dict[str, Any], grids: list[tuple[str, str]], plots: li
                      "<th>blendshape deltas</th><th>face found</th>"
                      "<th>largest changes: rendered (reference actors)</th></tr>" + rows + "</table>"
                      + (f"<p>{html.escape(emo['reference_note'])}.</p>" if emo.get("reference_note") else "")
-                     + leave_one_actor_out_html(emo.get("leave_one_actor_out", [])))
+                     + leave_one_actor_out_html(emo.get("leave_one_actor_out", []))
+                     + rendered_leave_one_actor_out_html(emo.get("rendered_leave_one_actor_out", [])))
     elif emo:
         parts.append(f"<h3>emotion</h3><p>{_fmt(emo.get('skipped', ''))}</p>")
     ref = figures.get("reference_lipsync", {})

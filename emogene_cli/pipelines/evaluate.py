@@ -21,9 +21,10 @@ or on renders made for the purpose (:mod:`emogene_cli.evaluation.metrics` define
    ``lipsync``: the audio-to-motion model's predicted mouth opening against the tracked one on
    at least 5 s it never trained on (:mod:`emogene_cli.motion.lipsync`); an identity that was only
    preprocessed gets these figures alone, from the generic model;
-3. emotion: a few seconds rendered with each emotion (same audio, poses and seed); per
-   emotion, the change of its relevant MediaPipe blendshapes, re-detected on the rendered
-   frames, against the neutral render;
+3. emotion (:mod:`.evaluate_emotion`): a few seconds rendered with each emotion (same audio,
+   poses and seed); per emotion, the change of the MediaPipe blendshapes re-detected on the
+   rendered frames against the neutral render, graded by real actors' change (the LDM's
+   training actors, or actors it never saw with ``emotion_actors``);
 4. idle: a clip with a silent stretch (the given audio, or the held-out audio followed by
    silence); head-pose velocity / acceleration during the silence, measured on the head
    poses that drive the renderer (EmoGene's idle table);
@@ -46,22 +47,22 @@ import numpy as np
 from .. import __version__, geometry
 from ..audio import SAMPLES_PER_FRAME, load_audio, loudness_envelope
 from ..dataset import IdentityData, heldout_frames, load_identity
-from ..emotion import attach_calibration, ldm_provenance, load_ldm, reference_blendshape_change
-from ..emotions import EMOTIONS, parse_emotion
+from ..emotion import load_ldm
 from ..errors import EmogeneError, NotFoundError
 from ..evaluation import (
     PAPER_REFERENCE, PLOT_TITLE, REFERENCE_PLOT_TITLE, EvaluationResult, frame_grid, json_ready, lipsync_plot,
     lipsync_report_html, lpips_distance, metrics, png_base64, reference_lipsync_plot, report_html, report_plots,
 )
-from ..face import BLENDSHAPE_NAMES, DETECT_SIZE, TrackResult, masked_mean, redetect
+from ..face import DETECT_SIZE, TrackResult, redetect
 from ..media import SAMPLE_RATE
 from ..motion import identity_lipsync, sync_offset_of
 from ..render import Speaker, compose_grid, evaluate_renderer, load_speaker
 from ..store import Store, atomic_write_bytes, load_artifact
+from .evaluate_emotion import chosen_emotions, emotion_figures, emotion_reference
 from .reference import reference_lipsync
 from .speak import plan_motion
 
-__all__ = ["evaluate_emotions", "evaluate_identity", "evaluate_lipsync_only"]
+__all__ = ["evaluate_identity", "evaluate_lipsync_only"]
 
 LMD_ALIGN = "mean"
 LIPSYNC_MAX_LAG = 10  # frames (±0.4 s) searched for the audio-envelope correlation's peak
@@ -191,99 +192,6 @@ def _audio_driven(speaker: Speaker, data: IdentityData, held: np.ndarray, real_t
     return figures, per_frame
 
 
-def _emotion_reference(store: Store, ldm, reference_dirs: Sequence[str | Path] | None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """The real blendshape change each rendered emotion is measured against, and what it is.
-
-    With ``reference_dirs`` (MEAD-layout folders): the actors there that the LDM in use did not
-    train on (:func:`emogene_cli.emotion.reference_blendshape_change`); without: the LDM's own
-    training actors (stored with it), which grades the renders with their own answers.
-
-    Returns:
-        ``{emotion: [52]}`` for every emotion the reference has, and the figures naming it:
-        ``ldm``, ``training_actors``, ``reference_actors``, ``reference_held_out``,
-        ``leave_one_actor_out``, ``reference_note``.
-
-    Raises:
-        NotFoundError / InputError: a reference folder is missing, holds no clip in MEAD's
-            layout, or only actors the LDM trained on.
-    """
-    prov = ldm_provenance(store)
-    training = prov.get("actors", [])
-    if reference_dirs:
-        table, actors = reference_blendshape_change(list(reference_dirs), store, exclude=training)
-        note = (f"strength is measured against the blendshape change of {', '.join(actors)}, actors the LDM did not train on "
-                f"(it trained on {', '.join(training)})" if training else
-                f"strength is measured against {', '.join(actors)}; the LDM does not name its training actors, so whether they "
-                "are held out is not known")
-    else:
-        table, actors = ldm.real_blendshape_change.cpu().numpy(), training
-        note = ("strength is measured against the blendshape change of the actors the LDM trained on "
-                f"({', '.join(training) or 'unknown'}), so it grades the renders with the training actors' own answers "
-                "(give --emotion-actors for actors it never saw); leave_one_actor_out is train-ldm's measure on actors each "
-                "model never saw (landmark level)")
-    real = {e: table[EMOTIONS.index(e)] for e in EMOTIONS if e != "neutral" and np.any(table[EMOTIONS.index(e)])}
-    info = {"ldm": prov.get("ldm", ""), "training_actors": training, "reference_actors": actors,
-            "reference_held_out": bool(reference_dirs) and bool(training),
-            "leave_one_actor_out": prov.get("leave_one_actor_out", []), "reference_note": note}
-    return real, info
-
-
-def _emotions(speaker: Speaker, audio: np.ndarray, emotions: Sequence[str], device: str, store: Store, seed: int,
-              hubert: str | None, progress: Progress | None,
-              reference_dirs: Sequence[str | Path] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
-    try:
-        ldm = load_ldm(store, device)
-    except NotFoundError as exc:
-        if reference_dirs:
-            raise
-        return {"skipped": f"no landmark deformation model ({exc.message})"}, {}
-    real, reference = _emotion_reference(store, ldm, reference_dirs)
-    attach_calibration(speaker, store, ldm, progress=progress)
-    per: dict[str, Any] = {}
-    shots: dict[str, np.ndarray] = {}
-    blend: dict[str, np.ndarray] = {}
-    lipsync: tuple[float, int] = (float("nan"), 0)
-    for k, emotion in enumerate(emotions):
-        plan = plan_motion(speaker, audio, emotion=emotion, ldm=ldm, seed=seed, hubert=hubert, store_dir=store.third_party_dir)
-        frames = _render(speaker, plan.poses, plan.motion, speaker.background, device, None, "", plan.code_motion)
-        track = redetect(frames, store)
-        blend[emotion] = masked_mean(track.blendshapes, track.found)
-        shots[emotion] = frames[len(frames) // 2]
-        per[emotion] = {"face_found": track.found_fraction}
-        if speaker.emotion_gain is not None and emotion != "neutral":
-            per[emotion]["emotion_gain"] = float(speaker.emotion_gain[EMOTIONS.index(emotion)])
-        if emotion == "neutral":
-            env = loudness_envelope(audio, len(frames))
-            lipsync = metrics.lipsync_correlation(geometry.mouth_opening(_lm68(track)), env, max_lag=5)
-        _report(progress, "emotions", k + 1, len(emotions))
-    strengths, recognised = [], 0
-    for emotion in emotions:
-        if emotion != "neutral":
-            change = blend[emotion] - blend["neutral"]
-            per[emotion].update(metrics.blendshape_deltas(blend[emotion], blend["neutral"], BLENDSHAPE_NAMES, emotion))
-            if emotion in real:
-                per[emotion]["largest_changes"] = metrics.largest_changes(change, real[emotion], BLENDSHAPE_NAMES)
-                per[emotion]["strength"] = metrics.emotion_strength(change, real[emotion])
-                per[emotion]["recognised_as"] = metrics.nearest_emotion(change, real)
-                strengths.append(per[emotion]["strength"])
-                recognised += int(per[emotion]["recognised_as"] == emotion)
-    figures = {
-        "seconds_per_emotion": len(audio) / SAMPLE_RATE,
-        "per_emotion": per,
-        "strength_median": float(np.median(strengths)) if strengths else float("nan"),
-        "strength_min": float(np.min(strengths)) if strengths else float("nan"),
-        "recognised": recognised, "measured": len(strengths),
-        "lipsync_corr_neutral": lipsync[0], "lipsync_lag_neutral": lipsync[1],
-        **reference,
-        "note": ("strength = the rendered change of all 52 MediaPipe blendshapes (re-detected) against the neutral render, "
-                 "projected on the reference actors' real change for the same emotion (1.0 = as strong as a real actor), "
-                 "each emotion rendered at the identity's emotion gain (emotion_gain; 1 = the learned motion); "
-                 "recognised_as = the emotion whose real change is most similar (cosine); "
-                 "score = mean change of the emotion's own relevant blendshapes"),
-    }
-    return figures, {"shots": shots}
-
-
 def _idle(speaker: Speaker, audio: np.ndarray, source: str, store: Store, seed: int,
           hubert: str | None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     plan = plan_motion(speaker, audio, emotion="neutral", seed=seed, hubert=hubert, store_dir=store.third_party_dir)
@@ -345,30 +253,32 @@ def evaluate_identity(
             ``reference_seconds``.
         emotion_actors: folders in MEAD's layout whose actors the LDM did not train on: the
             emotion strength and recognition are measured against their real blendshape change
-            (:func:`_emotion_reference`); default the LDM's own training actors.
+            (:func:`.evaluate_emotion.emotion_reference`); default the LDM's own training actors.
         json_path, report_path: outputs (default ``identities/<name>/evaluation.json`` / ``.html``).
         progress: ``progress(label, done, total)``.
 
     Raises:
-        NotFoundError: unknown or unfitted identity, missing audio file.
-        InputError: unreadable audio; an ``emotion_actors`` folder without clips or with only
-            the LDM's training actors.
-        EmogeneError: an unknown emotion or a non-positive duration.
+        NotFoundError: unknown or unfitted identity, missing audio file; with ``emotion_actors``,
+            a missing folder or no LDM.
+        InputError: unreadable audio; an ``emotion_actors`` folder without clips in MEAD's
+            layout, with only the LDM's training actors, or with a clip where no face is found.
+        EmogeneError: an unknown emotion, a non-positive duration, or ``emotion_actors`` for an
+            identity only preprocessed.
     """
     if seconds_per_emotion <= 0 or idle_silence < 0:
         raise EmogeneError("--seconds-per-emotion must be positive and the idle silence non-negative")
-    try:
-        chosen = [parse_emotion(e) for e in (emotions or EMOTIONS)]
-    except EmogeneError as exc:
-        raise EmogeneError(exc.message, path="--emotions") from exc
-    chosen = ["neutral"] + [e for e in dict.fromkeys(chosen) if e != "neutral"]
+    chosen = chosen_emotions(emotions)
     if name and store.dataset_path(name).is_file() and not store.renderer_path(name).is_file():
+        if emotion_actors:
+            raise EmogeneError(f"{name} is only preprocessed: --emotion-actors needs a fitted identity (run fit-identity)",
+                               path="--emotion-actors")
         # preprocessed only: the audio-to-motion figures alone
         return evaluate_lipsync_only(name, store=store, device=device, json_path=json_path, report_path=report_path)
     name = store.resolve_identity(name)
     user_audio = load_audio(audio) if audio is not None else None
+    actors_reference = None
     if emotion_actors:  # fail before the long renders: a folder missing, empty or of training actors only
-        _emotion_reference(store, load_ldm(store, device), emotion_actors)
+        actors_reference = emotion_reference(store, load_ldm(store, device), emotion_actors)
     seconds: dict[str, float] = {}
 
     t0 = time.perf_counter()
@@ -404,8 +314,8 @@ def evaluate_identity(
     t0 = time.perf_counter()
     emo_audio = user_audio if user_audio is not None else data.audio
     emo_audio = emo_audio[: int(round(seconds_per_emotion * SAMPLE_RATE))]
-    figures["emotion"], parts["emotion"] = _emotions(speaker, emo_audio, chosen, device, store, seed, hubert, progress,
-                                                     emotion_actors)
+    figures["emotion"], parts["emotion"] = emotion_figures(speaker, emo_audio, chosen, device, store, seed, hubert, progress,
+                                                           reference=actors_reference)
     if user_audio is not None:
         figures["emotion"]["audio"] = str(audio)
     seconds["emotion"] = time.perf_counter() - t0
@@ -454,43 +364,6 @@ def evaluate_identity(
 
     json_out, report_out = _write(store, name, figures, page, json_path, report_path)
     return EvaluationResult(name=name, figures=figures, json_path=json_out, report_path=report_out, seconds=seconds)
-
-
-def evaluate_emotions(
-    name: str,
-    *,
-    store: Store,
-    audio: str | Path,
-    emotions: Sequence[str] | None = None,
-    seconds_per_emotion: float = 3.0,
-    seed: int = 0,
-    emotion_actors: Sequence[str | Path] | None = None,
-    device: str = "cpu",
-    hubert: str | None = None,
-    progress: Progress | None = None,
-) -> dict[str, Any]:
-    """Only the emotion part of :func:`evaluate_identity`, nothing written: each emotion rendered
-    from the first ``seconds_per_emotion`` of ``audio`` (same poses and seed) and measured
-    against the neutral render and the reference actors (``emotion_actors`` held out of the
-    LDM, else its training actors). Used to measure one LDM after another on an identity
-    (``benchmarks/emotion_loao.py``).
-
-    Returns:
-        The ``emotion`` figures of the evaluation JSON.
-
-    Raises:
-        NotFoundError: unknown or unfitted identity, missing audio, no LDM.
-        InputError / EmogeneError: as :func:`evaluate_identity`.
-    """
-    if seconds_per_emotion <= 0:
-        raise EmogeneError("--seconds-per-emotion must be positive")
-    chosen = ["neutral"] + [e for e in dict.fromkeys(parse_emotion(e) for e in (emotions or EMOTIONS)) if e != "neutral"]
-    name = store.resolve_identity(name)
-    clip = load_audio(audio)[: int(round(seconds_per_emotion * SAMPLE_RATE))]
-    speaker = load_speaker(store, name, device)
-    figures, _ = _emotions(speaker, clip, chosen, device, store, seed, hubert, progress, emotion_actors)
-    figures["audio"] = str(audio)
-    return figures
 
 
 def evaluate_lipsync_only(name: str, *, store: Store, device: str = "cpu", json_path: str | Path | None = None,
