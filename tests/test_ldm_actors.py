@@ -177,3 +177,18 @@ def test_train_ldm_render_grades_each_left_out_actor_on_rendered_frames(chain, t
     assert load_ldm(store) is not None and ldm_provenance(store)["actors"] == ["M030", "W009"]  # the full model, saved
     assert {p.name: p.stat().st_mtime_ns for p in ident.iterdir() if p.is_file()} == before
     assert not list(home.glob(".leave-one-out-*"))
+
+
+def test_the_report_shows_both_leave_one_out_tables():
+    from emogene_cli.evaluation.report import leave_one_actor_out_html, rendered_leave_one_actor_out_html
+
+    landmark = leave_one_actor_out_html([{"actor": "A", "strength": {"happy": 0.5, "sad": -0.1}, "read_as": {"happy": "happy", "sad": "angry"}},
+                                         {"actor": "B", "strength": {"happy": 0.7}, "read_as": {"happy": "fear"}}])
+    assert "<th>without A</th><th>without B</th>" in landmark and "<td>-0.1 (angry)</td><td>-</td>" in landmark
+    rendered = rendered_leave_one_actor_out_html([{
+        "actor": "1001", "identity": "may", "summary": {"median": 0.4, "lowest": 0.25, "read_right": 1, "measured": 2},
+        "per_emotion": {"happy": {"strength": 0.4, "recognised_as": "happy"}, "sad": {"strength": 0.25, "recognised_as": "angry"},
+                        "contempt": {}}}])
+    assert "<th>may without 1001</th>" in rendered and "<td>0.25 (angry)</td>" in rendered
+    assert "<td>0.4 / 0.25</td>" in rendered and "<td>1 of 2</td>" in rendered and "contempt" not in rendered
+    assert leave_one_actor_out_html([]) == rendered_leave_one_actor_out_html([]) == ""

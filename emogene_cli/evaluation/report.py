@@ -151,21 +151,31 @@ def _fmt(value: Any) -> str:
     return html.escape(str(value))
 
 
+def _strength_table(title: str, columns: list[tuple[str, dict[str, tuple[float, str]]]],
+                    footer: list[tuple[str, list[str]]] | None = None) -> str:
+    """An HTML table of emotion strengths: a row per emotion, a column per ``(heading, {emotion:
+    (strength, read as)})``, "-" where a column lacks the emotion; ``footer`` rows of text."""
+    emotions = list(dict.fromkeys(e for _, cells in columns for e in cells))
+    head = "".join(f"<th>{html.escape(h)}</th>" for h, _ in columns)
+    rows = "".join(
+        f"<tr><td>{html.escape(e)}</td>" + "".join(
+            f"<td>{_fmt(cells[e][0])} ({html.escape(str(cells[e][1]))})</td>" if e in cells else "<td>-</td>"
+            for _, cells in columns) + "</tr>"
+        for e in emotions)
+    rows += "".join(f"<tr><td>{html.escape(label)}</td>" + "".join(f"<td>{html.escape(v)}</td>" for v in values) + "</tr>"
+                    for label, values in footer or [])
+    return f"<h4>{html.escape(title)}</h4><table><tr><th>emotion</th>{head}</tr>{rows}</table>"
+
+
 def leave_one_actor_out_html(held_out: list[dict]) -> str:
     """train-ldm's leave-one-actor-out table (:class:`~emogene_cli.emotion.training.HeldOutActor`
     records): per emotion, for each left-out actor, strength and what it reads as; "" when empty."""
     if not held_out:
         return ""
-    emotions = [e for e in dict.fromkeys(e for h in held_out for e in h["strength"])]
-    head = "".join(f"<th>without {html.escape(h['actor'])}</th>" for h in held_out)
-    rows = "".join(
-        f"<tr><td>{html.escape(e)}</td>" + "".join(
-            f"<td>{_fmt(h['strength'][e])} ({html.escape(h['read_as'][e])})</td>" if e in h["strength"] else "<td>-</td>"
-            for h in held_out) + "</tr>"
-        for e in emotions)
-    return ("<h4>leave one actor out (train-ldm; landmark level: the LDM trained without the actor, its predicted lasting "
-            "shape projected on the actor's real one, 1 = as the actor; in brackets the real emotion it points nearest to)</h4>"
-            f"<table><tr><th>emotion</th>{head}</tr>{rows}</table>")
+    return _strength_table(
+        "leave one actor out (train-ldm; landmark level: the LDM trained without the actor, its predicted lasting shape "
+        "projected on the actor's real one, 1 = as the actor; in brackets the real emotion it points nearest to)",
+        [(f"without {h['actor']}", {e: (v, h["read_as"][e]) for e, v in h["strength"].items()}) for h in held_out])
 
 
 def rendered_leave_one_actor_out_html(records: list[dict]) -> str:
@@ -174,19 +184,13 @@ def rendered_leave_one_actor_out_html(records: list[dict]) -> str:
     it reads as, then the median, lowest and how many read right; "" when empty."""
     if not records:
         return ""
-    emotions = [e for e in dict.fromkeys(e for r in records for e in r["per_emotion"])]
-    head = "".join(f"<th>{html.escape(r['identity'])} without {html.escape(r['actor'])}</th>" for r in records)
-    rows = "".join(
-        f"<tr><td>{html.escape(e)}</td>" + "".join(
-            f"<td>{_fmt(r['per_emotion'][e]['strength'])} ({html.escape(str(r['per_emotion'][e]['recognised_as']))})</td>"
-            if "strength" in r["per_emotion"].get(e, {}) else "<td>-</td>" for r in records) + "</tr>"
-        for e in emotions)
-    rows += ("<tr><td>median / lowest; read right</td>" + "".join(
-        f"<td>{_fmt(r['summary']['median'])} / {_fmt(r['summary']['lowest'])}; "
-        f"{r['summary']['read_right']} of {r['summary']['measured']}</td>" for r in records) + "</tr>")
-    return ("<h4>leave one actor out on rendered frames (train-ldm --render: every emotion rendered with the LDM trained "
-            "without the actor, graded by the actor's own blendshape change, 1 = as the actor; in brackets the actor's "
-            f"emotion it reads as)</h4><table><tr><th>emotion</th>{head}</tr>{rows}</table>")
+    return _strength_table(
+        "leave one actor out on rendered frames (train-ldm --render: every emotion rendered with the LDM trained without "
+        "the actor, graded by the actor's own blendshape change, 1 = as the actor; in brackets the actor's emotion it reads as)",
+        [(f"{r['identity']} without {r['actor']}",
+          {e: (v["strength"], v["recognised_as"]) for e, v in r["per_emotion"].items() if "strength" in v}) for r in records],
+        [("median / lowest", [f"{r['summary']['median']:.4g} / {r['summary']['lowest']:.4g}" for r in records]),
+         ("read right", [f"{r['summary']['read_right']} of {r['summary']['measured']}" for r in records])])
 
 
 def report_html(figures: dict[str, Any], grids: list[tuple[str, str]], plots: list[tuple[str, str]]) -> str:
