@@ -158,11 +158,15 @@ def test_train_ldm_render_grades_each_left_out_actor_on_rendered_frames(chain, t
     shutil.copytree(chain_home, home, symlinks=True)
     store = Store(home)
     ident = store.identity_dir("may")
-    before = {p.name: p.stat().st_mtime_ns for p in ident.iterdir() if p.is_file()}
+    before = {p: p.stat().st_mtime_ns for p in ident.rglob("*") if p.is_file()}
     assert_clean_error(run_cli("train-ldm", str(DATA / "mead"), "--render", "may", home=home), "--render needs --audio")
+    assert_clean_error(run_cli("train-ldm", str(DATA / "mead"), "--audio", str(DATA / "speech" / "arctic_a0007_4s.wav"), home=home),
+                       "go with --render")
+    assert_clean_error(run_cli("train-ldm", str(DATA / "mead"), "--render", "may", "--leave-out", "M030", "--audio",
+                               str(DATA / "speech" / "arctic_a0007_4s.wav"), home=home), "cannot be combined with --leave-out")
     assert_clean_error(run_cli("train-ldm", str(DATA / "mead"), "--render", "nobody", "--audio",
                                str(DATA / "speech" / "arctic_a0007_4s.wav"), home=home), "nobody")
-    proc = run_cli("train-ldm", str(DATA / "mead"), "--render", "may", "--audio", str(DATA / "speech" / "arctic_a0007_4s.wav"),
+    proc = run_cli("train-ldm", str(DATA / "mead"), "--render", "may", "--render", "may", "--audio", str(DATA / "speech" / "arctic_a0007_4s.wav"),
                    "--seconds", "0.6", "--epochs", "20", home=home)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = " ".join(proc.stdout.split())
@@ -174,8 +178,10 @@ def test_train_ldm_render_grades_each_left_out_actor_on_rendered_frames(chain, t
         assert set(r["per_emotion"]) == {e for e in EMOTIONS if e != "neutral"}
         assert all(np.isfinite(v["strength"]) and v["recognised_as"] in EMOTIONS for v in r["per_emotion"].values())
         assert r["summary"]["measured"] == 7 and 0 <= r["summary"]["read_right"] <= 7
-    assert load_ldm(store) is not None and ldm_provenance(store)["actors"] == ["M030", "W009"]  # the full model, saved
-    assert {p.name: p.stat().st_mtime_ns for p in ident.iterdir() if p.is_file()} == before
+    assert records[0]["seconds_per_emotion"] == pytest.approx(0.6) and records[0]["epochs"] == 20
+    assert store.ldm_path.is_file() and ldm_provenance(store)["actors"] == ["M030", "W009"]  # the full model, saved
+    assert load_ldm(store).real_blendshape_change.abs().sum() > 0
+    assert {p: p.stat().st_mtime_ns for p in ident.rglob("*") if p.is_file()} == before
     assert not list(home.glob(".leave-one-out-*"))
 
 
@@ -192,3 +198,25 @@ def test_the_report_shows_both_leave_one_out_tables():
     assert "<th>may without 1001</th>" in rendered and "<td>0.25 (angry)</td>" in rendered
     assert "<td>0.4 / 0.25</td>" in rendered and "<td>1 of 2</td>" in rendered and "contempt" not in rendered
     assert leave_one_actor_out_html([]) == rendered_leave_one_actor_out_html([]) == ""
+
+
+def test_a_render_that_fails_half_way_leaves_the_users_store_as_it_was(chain, tmp_path, monkeypatch):
+    """The temporary store is removed and the store's LDM untouched when rendering fails."""
+    from emogene_cli.pipelines import emotion_loao
+    from emogene_cli.store import Store
+
+    chain_home, _, _ = chain
+    home = tmp_path / "home"
+    shutil.copytree(chain_home, home, symlinks=True)
+    store = Store(home)
+    ldm_before = store.ldm_path.read_bytes()
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("the renderer failed")
+
+    monkeypatch.setattr(emotion_loao, "evaluate_emotions", fail)
+    with pytest.raises(RuntimeError, match="the renderer failed"):
+        emotion_loao.rendered_leave_one_actor_out(DATA / "mead", ["may"], store=store, epochs=2,
+                                                  audio=DATA / "speech" / "arctic_a0007_4s.wav")
+    assert not list(home.glob(".leave-one-out-*")) and store.ldm_path.read_bytes() == ldm_before
+    assert (store.identity_dir("may") / "renderer.safetensors").is_file()

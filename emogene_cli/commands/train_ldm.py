@@ -18,9 +18,10 @@ def train_ldm_command(
     device: Annotated[Device, typer.Option(help="Where to train.")] = Device.auto,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     leave_out: Annotated[Optional[list[str]], typer.Option("--leave-out", help="An actor (folder name, e.g. M030) not to train on, so that `evaluate --emotion-actors` can measure the model against it; repeat for several.")] = None,
-    render: Annotated[Optional[list[str]], typer.Option("--render", help="A fitted identity: also leave each actor out in turn on rendered frames (every emotion rendered on it and graded by the actor left out; about 3 minutes per actor on 2 cores); repeat for several. Needs --audio.")] = None,
+    render: Annotated[Optional[list[str]], typer.Option("--render", help="A fitted identity: also leave each actor out in turn on rendered frames (every emotion rendered on it and graded by the actor left out; about 3 minutes per actor and identity on 2 cores); repeat for several. Needs --audio.")] = None,
     audio: Annotated[Optional[Path], typer.Option(help="Speech that drives the --render frames (its first --seconds per emotion).")] = None,
-    seconds: Annotated[float, typer.Option(min=0.2, help="Seconds rendered per emotion with --render.")] = 3.0,
+    seconds: Annotated[Optional[float], typer.Option(min=0.2, help="Seconds rendered per emotion with --render (default 3).")] = None,
+    hubert: Annotated[Optional[str], typer.Option(help="HuBERT weights folder, for --render identities fitted with HuBERT features.")] = None,
 ) -> None:
     """Train the landmark deformation model (neutral landmarks + emotion -> displacement).
 
@@ -43,11 +44,15 @@ def train_ldm_command(
     dev = resolve_device(device)
     if render and audio is None:
         raise EmogeneError("--render needs --audio: the speech that drives the renders", path="--audio")
+    if not render and (audio is not None or seconds is not None or hubert is not None):
+        raise EmogeneError("--audio, --seconds and --hubert go with --render", path="--render")
+    if render and leave_out:
+        raise EmogeneError("--render leaves out every actor in turn: it cannot be combined with --leave-out", path="--leave-out")
     rendered: list[dict] = []
     with progress_bars() as update:
         if render:
-            rendered = rendered_leave_one_actor_out(data_dir, render, store=store, audio=audio, seconds=seconds, epochs=epochs,
-                                                    seed=seed, device=dev, progress=update)
+            rendered = rendered_leave_one_actor_out(data_dir, render, store=store, audio=audio, seconds=seconds or 3.0,
+                                                    epochs=epochs, seed=seed, device=dev, hubert=hubert, progress=update)
         report = train_ldm(data_dir, store=store, epochs=epochs, device=dev, seed=seed, leave_out=tuple(leave_out or ()),
                            extra={"rendered_leave_one_actor_out": json.dumps(rendered)} if rendered else None, progress=update)
     table = Table(title="LDM validation (last 20% of each pair; RMS landmark error, inter-ocular units)", title_justify="left")

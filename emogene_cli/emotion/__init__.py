@@ -23,12 +23,13 @@ from .control import (
 from .gain import GAIN_MAX, attach_calibration, emotion_gain_path, identity_emotion_gain
 from .motion_to_emotion import CODE_FROM_NEUTRAL_68, dense_motion, emotional_motion, ldm_provenance, load_ldm
 from .tracker_gain import NoFaceError, apply_gain, identity_tracker_gain, tracker_gain_path
-from .training import LDMReport, MeadClip, reference_blendshape_change, scan_mead, train_ldm
+from .training import LDMReport, MeadClip, data_roots, reference_blendshape_change, scan_actors, scan_mead, train_ldm
 
 __all__ = [
-    "CODE_FROM_NEUTRAL_68", "GAIN_MAX", "LDMReport", "MAX_INTENSITY", "MeadClip", "NoFaceError", "TrackRow", "apply_gain",
-    "attach_calibration", "blend_vector", "clip_track", "constant_weights", "dense_motion", "describe_blend",
-    "emotion_gain_path", "emotional_motion", "identity_emotion_gain", "identity_tracker_gain", "is_all", "ldm_provenance", "load_ldm",
-    "load_track", "one_hot_weights", "parse_blend", "reference_blendshape_change", "scan_mead", "track_weights", "tracker_gain_path", "train_ldm",
+    "CODE_FROM_NEUTRAL_68", "GAIN_MAX", "LDMReport", "MAX_INTENSITY", "MeadClip", "NoFaceError", "TrackRow",
+    "apply_gain", "attach_calibration", "blend_vector", "clip_track", "constant_weights", "data_roots",
+    "dense_motion", "describe_blend", "emotion_gain_path", "emotional_motion", "identity_emotion_gain",
+    "identity_tracker_gain", "is_all", "ldm_provenance", "load_ldm", "load_track", "one_hot_weights", "parse_blend",
+    "reference_blendshape_change", "scan_actors", "scan_mead", "track_weights", "tracker_gain_path", "train_ldm",
     "with_gaps",
 ]

@@ -442,7 +442,7 @@ def train_ldm(
         if progress:
             progress("landmarks", i, len(clips))
         landmarks[clip], blendshapes[clip] = mead_clip_track(clip, store)
-        note_kept("mead", f"landmarks of {i + 1} of {len(clips)} MEAD clips, cached", store.mead_cache_dir, then="rerun")
+        note_kept("mead", f"landmarks of {i + 1} of {len(clips)} MEAD clips, cached", store.mead_cache_dir.resolve(), then="rerun")
     if progress:
         progress("landmarks", len(clips), len(clips))
     dense: dict[MeadClip, np.ndarray] = {}

@@ -27,8 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..audio import load_audio
-from ..emotion import train_ldm
-from ..emotion.training import data_roots, scan_actors
+from ..emotion import data_roots, scan_actors, train_ldm
 from ..errors import InputError
 from ..store import Store
 from .evaluate_emotion import evaluate_emotions
@@ -46,6 +45,8 @@ def _share(src: Path, dst: Path) -> None:
     """Make ``src`` (a file or folder of the user's store) appear at ``dst`` in the temporary
     store: a symbolic link, else hard links, else a copy. The renders only read what is shared;
     clips tracked or weights fetched on the way land in the user's store through a link."""
+    if dst.exists() or dst.is_symlink():
+        return  # already shared
     dst.parent.mkdir(parents=True, exist_ok=True)
     try:
         dst.symlink_to(src.resolve(), target_is_directory=src.is_dir())
@@ -85,6 +86,7 @@ def rendered_leave_one_actor_out(
     epochs: int = 300,
     seed: int = 0,
     device: str = "cpu",
+    hubert: str | None = None,
     progress: Progress | None = None,
 ) -> list[dict[str, Any]]:
     """Each actor left out in turn, every emotion of each identity rendered and graded by that
@@ -93,34 +95,39 @@ def rendered_leave_one_actor_out(
 
     Args:
         data_dirs: folders in MEAD's layout (:func:`~emogene_cli.emotion.training.scan_actors`).
-        identities: fitted identities of ``store``.
-        audio: speech that drives the renders; its first ``seconds`` per emotion.
+        identities: fitted identities of ``store`` (each once).
+        audio: speech that drives the renders; its first ``seconds`` per emotion (all of it
+            when shorter: ``seconds_per_emotion`` in the records says how long).
+        hubert: HuBERT weights, for identities fitted with HuBERT features.
 
     Returns:
-        ``[{"actor", "identity", "training_actors", "summary" (:func:`summarise`),
-        "per_emotion": {emotion: {"strength", "recognised_as", "largest_changes", "emotion_gain"}}}]``
-        per actor, then identity.
+        ``[{"actor", "identity", "training_actors", "audio", "seconds_per_emotion", "epochs",
+        "summary" (:func:`summarise`), "per_emotion": {emotion: {"strength", "recognised_as",
+        "largest_changes", "emotion_gain"} where measured, else {"not_measured", ...}}}]`` per
+        actor, then identity.
 
     Raises:
         NotFoundError: an identity not fitted, the audio or a folder missing.
         InputError: fewer than two actors, unreadable audio, clips not in MEAD's layout.
+        EmogeneError: an identity name that is not valid.
+        MismatchError: an identity whose renderer and audio-to-motion model disagree on features.
     """
     dirs = data_roots(data_dirs)
     actors = sorted({c.actor for c in scan_actors(dirs)})
     if len(actors) < 2:
         raise InputError(f"leaving one actor out needs two or more actors (found {', '.join(actors)})", path=dirs[0])
-    names = [store.resolve_identity(n) for n in identities]
+    names = list(dict.fromkeys(store.resolve_identity(n) for n in identities))
     for name in names:
         store.require_fitted(name)
     load_audio(audio)  # unreadable or missing audio fails before any training
     store.mead_cache_dir.mkdir(parents=True, exist_ok=True)
+    store.third_party_dir.mkdir(parents=True, exist_ok=True)  # weights fetched on the way stay in the user's store
     records = []
     with tempfile.TemporaryDirectory(prefix=".leave-one-out-", dir=store.home) as tmp:
         for actor in actors:
             temp = Store(Path(tmp) / actor)
             _share(store.mead_cache_dir, temp.mead_cache_dir)  # the clips are tracked once
-            if store.third_party_dir.is_dir():
-                _share(store.third_party_dir, temp.third_party_dir)  # speech encoders fetched before
+            _share(store.third_party_dir, temp.third_party_dir)  # speech encoders
             if store.generic_a2m_path.is_file():
                 _share(store.generic_a2m_path, temp.generic_a2m_path)  # train-a2m's model, for identities without their own
             if progress:
@@ -135,10 +142,11 @@ def rendered_leave_one_actor_out(
                         _share(store.identity_dir(name) / part, temp.identity_dir(name) / part)
                 label = f"{name} without {actor}"
                 emo = evaluate_emotions(name, store=temp, audio=audio, seconds_per_emotion=seconds, seed=seed,
-                                        emotion_actors=dirs, device=device,
+                                        emotion_actors=dirs, device=device, hubert=hubert,
                                         progress=(lambda part, k, n, lab=label: progress(f"{lab}: {part}", k, n)) if progress else None)
-                per = {e: {k: v[k] for k in ("strength", "recognised_as", "largest_changes", "emotion_gain") if k in v}
-                       for e, v in emo["per_emotion"].items() if e != "neutral"}
-                records.append({"actor": actor, "identity": name, "training_actors": report.actors,
+                keep = ("strength", "recognised_as", "largest_changes", "emotion_gain", "not_measured")
+                per = {e: {k: v[k] for k in keep if k in v} for e, v in emo["per_emotion"].items() if e != "neutral"}
+                records.append({"actor": actor, "identity": name, "training_actors": report.actors, "audio": str(audio),
+                                "seconds_per_emotion": emo["seconds_per_emotion"], "epochs": epochs,
                                 "summary": summarise(per), "per_emotion": per})
     return records
