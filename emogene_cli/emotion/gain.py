@@ -48,7 +48,7 @@ from ..emotions import EMOTIONS
 from ..evaluation import emotion_strength
 from ..face import redetect, source_stamp
 from ..models.ldm import LandmarkDeformationModel
-from ..render import Speaker
+from ..render import Speaker, render_clip
 from ..store import Store, load_artifact, save_artifact
 from .motion_to_emotion import dense_motion
 from .tracker_gain import NoFaceError, calibration_inputs, calibration_stamp, identity_tracker_gain
@@ -195,7 +195,7 @@ def calibrate_emotion_gain(store, name: str, speaker, ldm, *, frames: int | None
 
     def render(displacement: np.ndarray) -> np.ndarray:
         dense, code = dense_motion(speaker, base, displacement, ldm)
-        return np.stack(list(speaker.renderer.render_frames(poses, dense, speaker.background, speaker.device, code_motion=code)))
+        return render_clip(speaker, poses, dense, speaker.device, code_motion=code)
 
     def blendshapes(rendered: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         track = redetect(rendered, store, fps=1)  # frames far apart in time: each is tracked afresh

@@ -174,7 +174,8 @@ def reference_blendshape_change(data_dirs: str | Path | list[str | Path], store:
         NotFoundError / InputError: as :func:`scan_actors`; InputError also when every actor
             there is excluded.
     """
-    clips = [c for c in scan_actors(data_dirs) if c.actor not in set(exclude)]
+    excluded = set(exclude)
+    clips = [c for c in scan_actors(data_dirs) if c.actor not in excluded]
     if not clips:
         raise InputError(f"every actor here trained the LDM in use ({', '.join(sorted(exclude))}): "
                          "give actors it did not train on", path=data_roots(data_dirs)[0])
@@ -428,14 +429,15 @@ def train_ldm(
         :class:`LDMReport` with per-emotion validation RMS error of the predicted emotional
         landmarks and, for comparison, of the neutral landmarks alone (``baseline_error``).
     """
-    clips = scan_actors(data_dir)
-    first = data_roots(data_dir)[0]
-    unknown = sorted(set(leave_out) - {c.actor for c in clips})
+    roots = data_roots(data_dir)
+    clips = scan_actors(roots)
+    left_out = set(leave_out)
+    unknown = sorted(left_out - {c.actor for c in clips})
     if unknown:
-        raise InputError(f"no actor {', '.join(unknown)} to leave out (there are {', '.join(sorted({c.actor for c in clips}))})", path=first)
-    clips = [c for c in clips if c.actor not in set(leave_out)]
+        raise InputError(f"no actor {', '.join(unknown)} to leave out (there are {', '.join(sorted({c.actor for c in clips}))})", path=roots[0])
+    clips = [c for c in clips if c.actor not in left_out]
     if not clips:
-        raise InputError("every actor is left out: nothing to train on", path=first)
+        raise InputError("every actor is left out: nothing to train on", path=roots[0])
     landmarks: dict[MeadClip, np.ndarray] = {}
     blendshapes: dict[MeadClip, np.ndarray] = {}
     for i, clip in enumerate(clips):
@@ -475,7 +477,7 @@ def train_ldm(
             real_size[name] = float(np.linalg.norm(target.mean(0), axis=-1).mean())
             predicted_size[name] = float(np.linalg.norm(pred.mean(0), axis=-1).mean())
     actors = sorted({c.actor for c in clips})
-    dirs = [str(d) for d in data_roots(data_dir)]
+    dirs = [str(d) for d in roots]
     path = save_model(
         store.ldm_path, model.cpu(), model.config, producer="train-ldm",
         params={"data_dir": dirs[0] if len(dirs) == 1 else dirs, "epochs": epochs, "batch_size": batch_size, "lr": lr,

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import statistics
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -64,16 +63,15 @@ def _share(src: Path, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
-def summarise(per_emotion: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Median and lowest strength, how many emotions read as themselves, and the emotions other
-    than happy with a ``mouthSmile`` among their three largest rendered changes."""
-    strengths = {e: v["strength"] for e, v in per_emotion.items() if "strength" in v}
-    smiles = [e for e, v in per_emotion.items() if e != "happy" and any(
+def summarise(emotion: dict[str, Any]) -> dict[str, Any]:
+    """The summary of one model's rendered emotions (:func:`~.evaluate_emotion.evaluate_emotions`
+    figures): median and lowest strength, how many read as themselves and how many were
+    measured, and the emotions other than happy with a ``mouthSmile`` among their three largest
+    rendered changes."""
+    smiles = [e for e, v in emotion["per_emotion"].items() if e != "happy" and any(
         c["name"] in SMILE for c in sorted(v.get("largest_changes", []), key=lambda c: -abs(c["rendered"]))[:3])]
-    return {"median": statistics.median(strengths.values()) if strengths else float("nan"),
-            "lowest": min(strengths.values()) if strengths else float("nan"),
-            "read_right": sum(per_emotion[e].get("recognised_as") == e for e in strengths),
-            "measured": len(strengths), "smile_in_top3": smiles}
+    return {"median": emotion["strength_median"], "lowest": emotion["strength_min"], "read_right": emotion["recognised"],
+            "measured": emotion["measured"], "smile_in_top3": smiles}
 
 
 def rendered_leave_one_actor_out(
@@ -148,5 +146,5 @@ def rendered_leave_one_actor_out(
                 per = {e: {k: v[k] for k in keep if k in v} for e, v in emo["per_emotion"].items() if e != "neutral"}
                 records.append({"actor": actor, "identity": name, "training_actors": report.actors, "audio": str(audio),
                                 "seconds_per_emotion": emo["seconds_per_emotion"], "epochs": epochs,
-                                "summary": summarise(per), "per_emotion": per})
+                                "summary": summarise(emo), "per_emotion": per})
     return records

@@ -56,7 +56,7 @@ from ..evaluation import (
 from ..face import DETECT_SIZE, TrackResult, redetect
 from ..media import SAMPLE_RATE
 from ..motion import identity_lipsync, sync_offset_of
-from ..render import Speaker, compose_grid, evaluate_renderer, load_speaker
+from ..render import Speaker, compose_grid, evaluate_renderer, load_speaker, render_clip
 from ..store import Store, atomic_write_bytes, load_artifact
 from .evaluate_emotion import chosen_emotions, emotion_figures, emotion_reference
 from .reference import reference_lipsync
@@ -77,15 +77,6 @@ Progress = Callable[..., None]
 def _report(progress: Progress | None, label: str, done: int, total: int) -> None:
     if progress is not None:
         progress(label, done, max(total, 1))
-
-
-def _render(speaker: Speaker, poses: np.ndarray, motion: np.ndarray, background: np.ndarray, device: str,
-            progress: Progress | None, label: str, code_motion: np.ndarray | None = None) -> np.ndarray:
-    """``[T, H, W, 3]`` uint8 renders of ``poses [T, 4, 4]`` and dense ``motion [T, 478, 3]`` (and its code motion)."""
-    frames = speaker.renderer.render_frames(
-        poses, motion, background, device, progress=(lambda d, n: _report(progress, label, d, n)), code_motion=code_motion,
-    )
-    return np.stack(list(frames))
 
 
 def _lm68(track: TrackResult) -> np.ndarray:
@@ -162,8 +153,9 @@ def _audio_driven(speaker: Speaker, data: IdentityData, held: np.ndarray, real_t
     audio[max(0, -start) : max(0, -start) + len(piece)] = piece
     plan = plan_motion(speaker, audio, emotion="neutral", seed=seed, hubert=hubert, store_dir=store.third_party_dir)
     T = min(len(plan.motion), len(held))
-    frames = _render(speaker, data.poses[held[:T]], plan.motion[:T], speaker.background, device, progress, "audio-driven",
-                     None if plan.code_motion is None else plan.code_motion[:T])
+    frames = render_clip(speaker, data.poses[held[:T]], plan.motion[:T], device,
+                         code_motion=None if plan.code_motion is None else plan.code_motion[:T],
+                         progress=lambda d, n: _report(progress, "audio-driven", d, n))
     track = redetect(frames, store)
     real68, fake68 = _lm68(real_track)[:T], _lm68(track)
     valid = real_track.found[:T] & track.found

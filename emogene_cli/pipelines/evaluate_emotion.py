@@ -32,7 +32,7 @@ from ..evaluation import metrics
 from ..face import BLENDSHAPE_NAMES, masked_mean, redetect
 from ..media import SAMPLE_RATE
 from ..models.ldm import LandmarkDeformationModel
-from ..render import Speaker, load_speaker
+from ..render import Speaker, load_speaker, render_clip
 from ..store import Store
 from .speak import plan_motion
 
@@ -95,11 +95,12 @@ def emotion_reference(store: Store, ldm: LandmarkDeformationModel,
 
 
 def emotion_figures(speaker: Speaker, audio: np.ndarray, emotions: Sequence[str], device: str, store: Store, seed: int,
-                    hubert: str | None, progress: Progress | None, *, reference_dirs: Sequence[str | Path] | None = None,
+                    hubert: str | None, progress: Progress | None, *,
                     reference: tuple[dict[str, np.ndarray], dict[str, Any]] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Each of ``emotions`` (``neutral`` first) rendered from ``audio [samples]`` (16 kHz) with the
     same poses and seed, re-tracked, and measured against the neutral render and the reference
-    actors (:func:`emotion_reference` of ``reference_dirs``, or ``reference`` already computed).
+    actors: ``reference`` (:func:`emotion_reference` of actors the LDM never saw), default the
+    LDM's training actors.
 
     Returns:
         The ``emotion`` figures of the evaluation JSON (``{"skipped": why}`` when there is no
@@ -112,10 +113,10 @@ def emotion_figures(speaker: Speaker, audio: np.ndarray, emotions: Sequence[str]
     try:
         ldm = load_ldm(store, device)
     except NotFoundError as exc:
-        if reference_dirs or reference:
+        if reference:
             raise
         return {"skipped": f"no landmark deformation model ({exc.message})"}, {}
-    real, about = reference or emotion_reference(store, ldm, reference_dirs)
+    real, about = reference or emotion_reference(store, ldm, None)
     attach_calibration(speaker, store, ldm, progress=progress)
     per: dict[str, Any] = {}
     shots: dict[str, np.ndarray] = {}
@@ -123,8 +124,7 @@ def emotion_figures(speaker: Speaker, audio: np.ndarray, emotions: Sequence[str]
     lipsync: tuple[float, int] = (float("nan"), 0)
     for k, emotion in enumerate(emotions):
         plan = plan_motion(speaker, audio, emotion=emotion, ldm=ldm, seed=seed, hubert=hubert, store_dir=store.third_party_dir)
-        frames = np.stack(list(speaker.renderer.render_frames(plan.poses, plan.motion, speaker.background, device,
-                                                              code_motion=plan.code_motion)))
+        frames = render_clip(speaker, plan.poses, plan.motion, device, code_motion=plan.code_motion)
         track = redetect(frames, store)
         blend[emotion] = masked_mean(track.blendshapes, track.found)
         shots[emotion] = frames[len(frames) // 2]
@@ -199,7 +199,8 @@ def evaluate_emotions(
     chosen = chosen_emotions(emotions)
     name = store.resolve_identity(name)
     clip = load_audio(audio)[: int(round(seconds_per_emotion * SAMPLE_RATE))]
+    reference = emotion_reference(store, load_ldm(store, device), emotion_actors) if emotion_actors else None
     speaker = load_speaker(store, name, device)
-    figures, _ = emotion_figures(speaker, clip, chosen, device, store, seed, hubert, progress, reference_dirs=emotion_actors)
+    figures, _ = emotion_figures(speaker, clip, chosen, device, store, seed, hubert, progress, reference=reference)
     figures["audio"] = str(audio)
     return figures

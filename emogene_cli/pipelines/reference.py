@@ -38,7 +38,7 @@ from ..errors import InputError
 from ..evaluation import metrics
 from ..face import redetect, track_frames
 from ..motion import mouth_open
-from ..render import Speaker
+from ..render import Speaker, render_clip
 from ..store import Store
 from .speak import plan_motion
 
@@ -128,11 +128,11 @@ def reference_lipsync(
         plan = plan_motion(speaker, audio, emotion=emotion, ldm=ldm, seed=seed, hubert=hubert, store_dir=store.third_party_dir)
         n = min(T, len(plan.motion))
         driving = mouth_open(plan.motion68[:n], mean68, speaker.iod)
-        rendered_frames = np.stack(list(speaker.renderer.render_frames(
-            plan.poses[:n], plan.motion[:n], speaker.background, device,
+        rendered_frames = render_clip(
+            speaker, plan.poses[:n], plan.motion[:n], device,
             code_motion=None if plan.code_motion is None else plan.code_motion[:n],
             progress=(lambda d, m, e=emotion: progress(f"reference lip sync: {e}", d, m)) if progress else None,
-        )))
+        )
         track = redetect(rendered_frames, store)
         rendered = geometry.mouth_opening_pose_free(track.landmarks, speaker.mean_shape)
         rendered_image = geometry.mouth_opening_iod(track.landmarks[:, geometry.LM68_FROM_LM478])

@@ -14,10 +14,10 @@ The names below are the package's public face.
 """
 
 from .fitting import RendererData, evaluate_renderer, train_renderer
-from .frames import GRID_COLUMNS, compose_grid, draw_landmarks, render_grid
+from .frames import GRID_COLUMNS, compose_grid, draw_landmarks, render_clip, render_grid
 from .speaker import Speaker, load_landmark_speaker, load_speaker
 
 __all__ = [
     "GRID_COLUMNS", "RendererData", "Speaker", "compose_grid", "draw_landmarks", "evaluate_renderer", "load_landmark_speaker",
-    "load_speaker", "render_grid", "train_renderer",
+    "load_speaker", "render_clip", "render_grid", "train_renderer",
 ]

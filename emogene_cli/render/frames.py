@@ -1,7 +1,9 @@
-"""Frames around the renderer: driving-landmark images and labelled grids of several renders.
+"""Frames around the renderer: a clip rendered for measuring, driving-landmark images and
+labelled grids of several renders.
 
 Usage::
 
+    frames = render_clip(speaker, poses, dense_motion, "cpu")          # [T, H, W, 3] uint8
     images = draw_landmarks(motion68, poses, speaker, 256)          # [T, 256, 256, 3] uint8
     grid = compose_grid(tiles, ["angry", "happy"])                   # tiles side by side, labelled
     for frame in render_grid(speaker, poses, motions, labels, "cpu"): ...
@@ -31,6 +33,16 @@ def draw_landmarks(motion: np.ndarray, poses: np.ndarray, speaker: Speaker, size
 
 
 GRID_COLUMNS = 4  # --emotion all: the eight emotions as 4 columns x 2 rows
+
+
+def render_clip(speaker: Speaker, poses: np.ndarray, motion: np.ndarray, device: str, *,
+                code_motion: np.ndarray | None = None, progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """``[T, H, W, 3]`` uint8: the identity's renderer on head ``poses [T, 4, 4]`` and dense
+    ``motion [T, 478, 3]`` (inter-ocular units; ``code_motion`` for its expression code) over its
+    background, every frame held at once, for measuring (``speak`` streams them instead).
+    ``progress(done, total)`` after each frame."""
+    return np.stack(list(speaker.renderer.render_frames(poses, motion, speaker.background, device, progress=progress,
+                                                        code_motion=code_motion)))
 
 
 def compose_grid(tiles: list[np.ndarray], labels: list[str], columns: int = GRID_COLUMNS) -> np.ndarray:
