@@ -26,6 +26,10 @@ class EmogeneError(Exception):
         self.path = str(path) if path is not None else None
         super().__init__(self.one_line())
 
+    def __reduce__(self):
+        """Pickle as ``(message, path)``, so that an error raised in a child process arrives as itself."""
+        return (type(self), (self.message, self.path))
+
     def one_line(self) -> str:
         """The message as ``<path>: <message>`` (or just the message)."""
         return f"{self.path}: {self.message}" if self.path else self.message

@@ -25,6 +25,19 @@ def test_lle_project_blend_limits():
     np.testing.assert_allclose(pp.lle_project(far, bank, blend=0.0), far, atol=1e-6)
 
 
+def test_lle_project_reconstructs_from_the_k_nearest_frames():
+    rng = np.random.default_rng(3)
+    bank = rng.normal(size=(40, 68, 3))
+    motion = rng.normal(size=(6, 68, 3))
+    x, b = motion.reshape(6, -1), bank.reshape(40, -1)
+    nearest = np.argsort(((x[:, None] - b[None]) ** 2).sum(-1), axis=1)[:, :4]  # brute force
+    w = pp.lle_weights(x, b[nearest])
+    expected = 0.5 * x + 0.5 * np.einsum("tk,tkd->td", w, b[nearest])
+    np.testing.assert_allclose(pp.lle_project(motion, bank, k=4, blend=0.5).reshape(6, -1), expected, atol=1e-5)
+    one = pp.lle_project(motion, bank, k=1, blend=1.0).reshape(6, -1)  # k = 1: the nearest frame itself
+    np.testing.assert_allclose(one, b[nearest[:, 0]], atol=1e-5)
+
+
 def test_one_euro_removes_jitter_at_rest_and_lags_less_with_beta():
     rng = np.random.default_rng(2)
     jitter = 1.0 + rng.normal(scale=0.1, size=200)

@@ -11,7 +11,10 @@ clip (:func:`~emogene_cli.face.choose_crop_box`), per-frame MediaPipe landmarks 
 blendshapes / transform and person mask on the cropped frames, head poses and canonical
 landmarks (:mod:`emogene_cli.geometry`), head / torso / background labels
 (:func:`~emogene_cli.face.split_head_torso`), a static background plate
-(:func:`~emogene_cli.face.background_plate`) and the audio features.
+(:func:`~emogene_cli.face.background_plate`) and the audio features. A speech encoder's
+features (Whisper, HuBERT) and pYIN's f0 are computed in a second process while the face is
+found and tracked (:class:`~emogene_cli.audio.AudioFeaturesInBackground`); log-mel features
+are computed in line.
 
 Written (see DESIGN.md, "Artifacts")::
 
@@ -25,6 +28,7 @@ All times are video frames at 25 fps; all image coordinates are pixels.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -32,7 +36,7 @@ import shutil
 import tempfile
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -40,7 +44,7 @@ import cv2
 import numpy as np
 
 from .. import geometry, media
-from ..audio import compute_audio_features, load_audio
+from ..audio import AudioFeaturesInBackground, compute_audio_features, load_audio
 from ..errors import EmogeneError, InputError
 from ..face import (
     BLENDSHAPE_NAMES, FaceTracker, PersonSegmenter, TrackBuilder, TrackResult, background_plate, crop_valid_mask, find_crop_box,
@@ -54,6 +58,8 @@ MIN_SECONDS = 2.0
 MIN_FACE_FRACTION = 0.9
 MAX_PLATE_FRAMES = 200  # frames (evenly spaced) that the background median looks at
 JPEG_QUALITY = 95
+#: frames beyond the video's nominal length that the background audio features cover (trimmed to the tracked count)
+SPARE_AUDIO_FRAMES = 25
 
 
 Progress = Callable[[str, int, int], None]
@@ -191,6 +197,17 @@ def _compute_audio(video: Path, num_frames: int, *, kind: str, hubert: str | Non
     return audio, feats
 
 
+def _collect_audio(background: AudioFeaturesInBackground | None, video: Path, num_frames: int, *, kind: str,
+                   hubert: str | None, device: str, store: Store):
+    """:func:`_compute_audio` for ``num_frames`` frames, taken from ``background`` (computed for a few frames
+    more, trimmed: the same rows) when it covers them, else computed here."""
+    if background is not None:
+        audio, feats = background.result()
+        if len(feats.f0) >= num_frames:
+            return audio, replace(feats, features=feats.features[: 2 * num_frames], f0=feats.f0[:num_frames])
+    return _compute_audio(video, num_frames, kind=kind, hubert=hubert, device=device, store=store)
+
+
 def _swap_in(new_dir: Path, final_dir: Path) -> None:
     """Replace ``final_dir`` by ``new_dir`` (two renames; the old folder is deleted afterwards)."""
     old = None
@@ -253,91 +270,97 @@ def preprocess_video(
         "hubert": hubert, "model_dir": model_dir, "device": device,
     }
 
-    box, faces_in_view = find_crop_box(video, info, model_dir=model_dir, store=store, progress=progress)
+    expected = max(1, round(info.duration * FPS))
+    # the speech encoder loads and pYIN runs in a second process while the face is found and tracked
+    background = None if audio_features == "mel" else AudioFeaturesInBackground(
+        video, num_frames=expected + SPARE_AUDIO_FRAMES, kind=audio_features, hubert=hubert, device=device,
+        store_dir=store.third_party_dir,
+    )
+    with background or contextlib.nullcontext():
+        box, faces_in_view = find_crop_box(video, info, model_dir=model_dir, store=store, progress=progress)
 
-    ident_dir = store.identity_dir(name)
-    ident_dir.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".frames.", suffix=".tmp", dir=ident_dir))
-    tmp_dataset = ident_dir / f".dataset.{uuid.uuid4().hex[:8]}.tmp.safetensors"
-    try:
-        (work / "images").mkdir()
-        (work / "masks").mkdir()
-        expected = max(1, round(info.duration * FPS))
-        tracked = _track_crop(
-            video, box, (info.width, info.height), size, work / "images",
-            expected_frames=expected, model_dir=model_dir, store=store, progress=progress,
-        )
-        track = tracked.track
-        T = len(track.found)
-        if T < MIN_SECONDS * FPS:
-            raise InputError(
-                f"clip too short to fit ({T / FPS:.1f} s of video; need at least {MIN_SECONDS:g} s)", path=video
+        ident_dir = store.identity_dir(name)
+        ident_dir.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=".frames.", suffix=".tmp", dir=ident_dir))
+        tmp_dataset = ident_dir / f".dataset.{uuid.uuid4().hex[:8]}.tmp.safetensors"
+        try:
+            (work / "images").mkdir()
+            (work / "masks").mkdir()
+            tracked = _track_crop(
+                video, box, (info.width, info.height), size, work / "images",
+                expected_frames=expected, model_dir=model_dir, store=store, progress=progress,
             )
-        frac = track.found_fraction
-        if frac < MIN_FACE_FRACTION:
-            raise InputError(
-                f"a face was found in only {frac:.0%} of frames (need {MIN_FACE_FRACTION:.0%}); none at "
-                f"{_missing_spans(track.found)}: cut those parts out (ffmpeg -ss/-to) or use a clip where the face stays in view",
-                path=video,
+            track = tracked.track
+            T = len(track.found)
+            if T < MIN_SECONDS * FPS:
+                raise InputError(
+                    f"clip too short to fit ({T / FPS:.1f} s of video; need at least {MIN_SECONDS:g} s)", path=video
+                )
+            frac = track.found_fraction
+            if frac < MIN_FACE_FRACTION:
+                raise InputError(
+                    f"a face was found in only {frac:.0%} of frames (need {MIN_FACE_FRACTION:.0%}); none at "
+                    f"{_missing_spans(track.found)}: cut those parts out (ffmpeg -ss/-to) or use a clip where the face stays in view",
+                    path=video,
+                )
+
+            _report(progress, "audio features", 0, 1)
+            audio, feats = _collect_audio(background, video, T, kind=audio_features, hubert=hubert, device=device, store=store)
+            _report(progress, "audio features", 1, 1)
+
+            landmarks = track.landmarks
+            mean = geometry.mean_shape(landmarks)
+            poses = geometry.estimate_poses(landmarks, mean)
+            canonical = geometry.to_canonical(landmarks, poses)
+            iod = geometry.interocular_distance(mean)
+            motion = geometry.motion68(canonical, mean, iod)
+
+            for t in range(T):
+                person = np.unpackbits(tracked.person_bits[t], count=size * size).reshape(size, size).astype(bool)
+                cv2.imwrite(str(work / "masks" / f"{t:05d}.png"), split_head_torso(person, landmarks[t]))
+                _report(progress, "head and torso masks", t + 1, T)
+
+            plate = background_plate(
+                np.stack(tracked.plate_frames),
+                np.stack(tracked.plate_person),
+                dilate_px=max(1, size // 32),
+                inpaint_radius=max(3, size // 64),
+                progress=lambda done, total: _report(progress, "background plate", done, total),
             )
+            cv2.imwrite(str(work / "background.png"), plate[:, :, ::-1])
 
-        _report(progress, "audio features", 0, 1)
-        audio, feats = _compute_audio(video, T, kind=audio_features, hubert=hubert, device=device, store=store)
-        _report(progress, "audio features", 1, 1)
-
-        landmarks = track.landmarks
-        mean = geometry.mean_shape(landmarks)
-        poses = geometry.estimate_poses(landmarks, mean)
-        canonical = geometry.to_canonical(landmarks, poses)
-        iod = geometry.interocular_distance(mean)
-        motion = geometry.motion68(canonical, mean, iod)
-
-        for t in range(T):
-            person = np.unpackbits(tracked.person_bits[t], count=size * size).reshape(size, size).astype(bool)
-            cv2.imwrite(str(work / "masks" / f"{t:05d}.png"), split_head_torso(person, landmarks[t]))
-            _report(progress, "head and torso masks", t + 1, T)
-
-        plate = background_plate(
-            np.stack(tracked.plate_frames),
-            np.stack(tracked.plate_person),
-            dilate_px=max(1, size // 32),
-            inpaint_radius=max(3, size // 64),
-            progress=lambda done, total: _report(progress, "background plate", done, total),
-        )
-        cv2.imwrite(str(work / "background.png"), plate[:, :, ::-1])
-
-        tensors = {
-            "landmarks": landmarks.astype(np.float32),
-            "face_found": track.found.astype(np.uint8),
-            "blendshapes": track.blendshapes.astype(np.float32),
-            "mp_transform": track.transforms.astype(np.float32),
-            "poses": poses.astype(np.float32),
-            "mean_shape": mean.astype(np.float32),
-            "canonical": canonical.astype(np.float32),
-            "motion": motion.astype(np.float32),
-            "audio_features": np.asarray(feats.features, dtype=np.float32),
-            "f0": np.asarray(feats.f0, dtype=np.float32),
-            "audio": np.asarray(audio, dtype=np.float32),
-            "crop_box": np.asarray(box, dtype=np.int32),
-            "iod": np.asarray(iod, dtype=np.float32),
-        }
-        extra = {
-            "fps": str(FPS), "size": str(size), "source": str(video.resolve()), "iod": repr(iod),
-            "frames": str(T), "face_found_fraction": f"{frac:.4f}", "faces_in_view": str(faces_in_view),
-            "blendshape_names": json.dumps(list(BLENDSHAPE_NAMES)),
-        }
-        save_artifact(tmp_dataset, tensors, producer="preprocess", params=params, feature_kind=feats.kind, extra=extra)
-        frames_dir = store.frames_dir(name)
-        with held():  # frames and dataset are replaced together, a signal waits for both
-            _swap_in(work, frames_dir)
-            os.replace(tmp_dataset, store.dataset_path(name))
-            note_kept("dataset", f"identity dataset '{name}'", store.dataset_path(name), then="complete")
-    finally:
-        if work.exists():
-            shutil.rmtree(work, ignore_errors=True)
-        tmp_dataset.unlink(missing_ok=True)
-        if not any(ident_dir.iterdir()):
-            ident_dir.rmdir()  # a first run that failed leaves no empty identity folder
+            tensors = {
+                "landmarks": landmarks.astype(np.float32),
+                "face_found": track.found.astype(np.uint8),
+                "blendshapes": track.blendshapes.astype(np.float32),
+                "mp_transform": track.transforms.astype(np.float32),
+                "poses": poses.astype(np.float32),
+                "mean_shape": mean.astype(np.float32),
+                "canonical": canonical.astype(np.float32),
+                "motion": motion.astype(np.float32),
+                "audio_features": np.asarray(feats.features, dtype=np.float32),
+                "f0": np.asarray(feats.f0, dtype=np.float32),
+                "audio": np.asarray(audio, dtype=np.float32),
+                "crop_box": np.asarray(box, dtype=np.int32),
+                "iod": np.asarray(iod, dtype=np.float32),
+            }
+            extra = {
+                "fps": str(FPS), "size": str(size), "source": str(video.resolve()), "iod": repr(iod),
+                "frames": str(T), "face_found_fraction": f"{frac:.4f}", "faces_in_view": str(faces_in_view),
+                "blendshape_names": json.dumps(list(BLENDSHAPE_NAMES)),
+            }
+            save_artifact(tmp_dataset, tensors, producer="preprocess", params=params, feature_kind=feats.kind, extra=extra)
+            frames_dir = store.frames_dir(name)
+            with held():  # frames and dataset are replaced together, a signal waits for both
+                _swap_in(work, frames_dir)
+                os.replace(tmp_dataset, store.dataset_path(name))
+                note_kept("dataset", f"identity dataset '{name}'", store.dataset_path(name), then="complete")
+        finally:
+            if work.exists():
+                shutil.rmtree(work, ignore_errors=True)
+            tmp_dataset.unlink(missing_ok=True)
+            if not any(ident_dir.iterdir()):
+                ident_dir.rmdir()  # a first run that failed leaves no empty identity folder
 
     return PreprocessResult(
         name=name,
