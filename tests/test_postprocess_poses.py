@@ -36,6 +36,10 @@ def test_lle_project_reconstructs_from_the_k_nearest_frames():
     np.testing.assert_allclose(pp.lle_project(motion, bank, k=4, blend=0.5).reshape(6, -1), expected, atol=1e-5)
     one = pp.lle_project(motion, bank, k=1, blend=1.0).reshape(6, -1)  # k = 1: the nearest frame itself
     np.testing.assert_allclose(one, b[nearest[:, 0]], atol=1e-5)
+    few = pp.lle_project(motion, bank[:3], k=10, blend=0.5).reshape(6, -1)  # k beyond the bank: all of it
+    all3 = np.repeat(b[None, :3], 6, 0)
+    expected = 0.5 * x + 0.5 * np.einsum("tk,tkd->td", pp.lle_weights(x, all3), all3)
+    np.testing.assert_allclose(few, expected, atol=1e-5)
 
 
 def test_one_euro_removes_jitter_at_rest_and_lags_less_with_beta():

@@ -4,7 +4,7 @@ Loading a speech encoder (transformers' Whisper: about 4-5 s of imports and weig
 2-core CPU) and pYIN (0.18 s per second of audio) hold one core for most of their time, while
 MediaPipe tracking uses little more than one. ``preprocess`` starts the features in a second
 process before it looks for the face and collects them after tracking: on obama_20s
-(256x256, Whisper) 22-25 s became 17-19 s, with the same rows bit for bit.
+(256x256, Whisper) 22-25 s became 17-20 s, with the same rows bit for bit.
 
     with AudioFeaturesInBackground(video, num_frames=T + 25, kind="whisper") as pending:
         ...                                   # track the face meanwhile
@@ -13,8 +13,9 @@ process before it looks for the face and collects them after tracking: on obama_
 The child is a fresh interpreter (not a fork: the parent may hold torch's and MediaPipe's
 threads; not multiprocessing's spawn, which re-runs the caller's script) in a session of its
 own, so that a Ctrl-C reaches only the parent, whose interrupt handling ends it
-(:meth:`AudioFeaturesInBackground.close`, also on any error in between): an interrupted or
-failed run leaves no process behind.
+(:meth:`AudioFeaturesInBackground.close`, also on any error in between). The child also
+watches its stdin, which the parent holds open: when the parent dies in any way (killed,
+crashed, its terminal closed), the pipe closes and the child exits at once.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import os
 import pickle
 import subprocess
 import sys
+import threading
 import traceback
 from pathlib import Path
 from typing import Any
@@ -32,18 +34,49 @@ import numpy as np
 from ..errors import EmogeneError
 from .features import AudioFeatures
 
-#: the child: a fresh interpreter that imports this module (not ``-m``: the package has imported it already)
-_CHILD = "from emogene_cli.audio.background import _child_main; _child_main()"
+
+def _child_command() -> list[str]:
+    """The child's command line: this interpreter importing this package from where the parent found it.
+
+    ``-c`` would put the working directory first on ``sys.path``; the package's own root goes
+    there instead, so that a folder holding other code cannot shadow it.
+    """
+    root = str(Path(__file__).resolve().parents[2])
+    code = (f"import sys; sys.path[0] = {root!r}; "
+            "from emogene_cli.audio.background import _child_main; _child_main()")
+    return [sys.executable, "-c", code]
+
+
+def _exit_when_parent_goes(stream: Any) -> None:
+    """Read ``stream`` (the parent's end of stdin) until it closes, then end this process."""
+    try:
+        while stream.read(4096):
+            pass
+    finally:
+        os._exit(1)
+
+
+def _portable(exc: BaseException, child_traceback: str) -> tuple[BaseException, str]:
+    """``exc`` if it survives a pickle round trip, else a RuntimeError with its type and text."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return exc, child_traceback
+    except Exception:
+        return RuntimeError(f"{type(exc).__name__}: {exc}"), child_traceback
 
 
 def _child_main() -> None:
-    """The child process: read the request (pickled) on stdin, write ``("ok", (audio, feats))`` or the error on stdout."""
+    """The child process: read the request (one pickle) on stdin, write the answer (one pickle) on stdout.
+
+    The answer is ``("ok", (audio, feats))`` or ``("error", (exception, traceback text))``.
+    """
     # stdout carries the answer only: what anything prints, from Python or C, goes to stderr
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     try:
         path, num_frames, options, threads = pickle.load(sys.stdin.buffer)
+        threading.Thread(target=_exit_when_parent_goes, args=(sys.stdin.buffer,), daemon=True).start()
         import torch
 
         torch.set_num_threads(threads)
@@ -52,13 +85,20 @@ def _child_main() -> None:
         audio = load_audio(path)
         answer: tuple[str, Any] = ("ok", (audio, compute_audio_features(audio, num_frames=num_frames, **options)))
     except BaseException as exc:  # noqa: BLE001 - every failure goes back to the parent, which raises it
-        answer = ("error", (exc, traceback.format_exc()))
+        answer = ("error", _portable(exc, traceback.format_exc()))
     try:
-        data = pickle.dumps(answer)
-    except Exception:  # an exception that does not pickle: its text
-        data = pickle.dumps(("error", (RuntimeError(repr(answer[1][0])), answer[1][1])))
-    out.write(data)
-    out.flush()
+        pickle.dump(answer, out)
+        out.flush()
+    except OSError:  # the parent is gone
+        pass
+    os._exit(0)  # not through interpreter shutdown: the watching thread still blocks on stdin
+
+
+def _raise_child_error(exc: BaseException, child_traceback: str) -> None:
+    """Raise what the child raised: a user error as itself, anything else with the child's traceback attached."""
+    if isinstance(exc, EmogeneError):
+        raise exc
+    raise RuntimeError(f"the audio-feature process failed: {type(exc).__name__}: {exc}\n{child_traceback}") from exc
 
 
 class AudioFeaturesInBackground:
@@ -70,56 +110,64 @@ class AudioFeaturesInBackground:
             and f0 as ``[T]``; ask for a few more than you expect and trim them, which gives
             the same rows (each row depends on the audio only).
         kind, hubert, whisper, device, store_dir: as :func:`~.features.compute_audio_features`.
-        threads: torch threads in the child (1 leaves the other core to the caller).
+        threads: torch threads in the child (default: all cores but one, at least one; the
+            caller keeps a core for its own work).
 
     :meth:`result` returns ``(audio [N] float32 16 kHz, AudioFeatures)`` or raises what the
-    child raised (an :class:`~emogene_cli.errors.EmogeneError` as itself; anything else with the
-    child's traceback as a note). Use it as a context manager, or call :meth:`close`.
+    child raised: an :class:`~emogene_cli.errors.EmogeneError` as itself, anything else as a
+    RuntimeError carrying the child's traceback. Use it as a context manager, or call
+    :meth:`close`.
     """
 
     def __init__(self, path: str | Path, *, num_frames: int, kind: str = "auto", hubert: str | None = None,
                  whisper: str | None = None, device: str = "cpu", store_dir: Path | None = None,
-                 threads: int = 1) -> None:
+                 threads: int | None = None) -> None:
+        self.path = Path(path)
+        threads = max(1, (os.cpu_count() or 2) - 1) if threads is None else threads
         options = {"kind": kind, "hubert": hubert, "whisper": whisper, "device": device, "store_dir": store_dir}
-        env = dict(os.environ)
-        package_root = str(Path(__file__).resolve().parents[2])  # emogene_cli's parent: also when run from a checkout
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
         # its own session: a Ctrl-C in the terminal reaches the parent only, which ends this process (close)
-        self._proc = subprocess.Popen([sys.executable, "-c", _CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                      env=env, start_new_session=True)
+        self._proc = subprocess.Popen(_child_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      start_new_session=True)
         try:
+            # stdin stays open: the child exits when it closes (close(), or this process ending)
             self._proc.stdin.write(pickle.dumps((str(path), int(num_frames), options, int(threads))))
-            self._proc.stdin.close()
+            self._proc.stdin.flush()
         except OSError:  # the child is already gone: result() says so
             pass
+        except BaseException:
+            self.close()
+            raise
 
     def result(self) -> tuple[np.ndarray, AudioFeatures]:
         """Wait for the child and return its ``(audio, features)``; raises what it raised.
 
         Raises:
-            EmogeneError: the child's own, or one saying it ended without an answer (killed, out of memory).
+            EmogeneError: the child's own, or one naming the file when the child ended without
+                a readable answer (killed, out of memory).
+            RuntimeError: any other error of the child, with its traceback.
         """
         try:
-            data = self._proc.stdout.read()
+            status, value = pickle.load(self._proc.stdout)
+        except (EOFError, pickle.UnpicklingError, OSError, ValueError) as exc:
             code = self._proc.wait()
+            raise EmogeneError(f"the audio-feature process ended without a result (exit code {code}; {type(exc).__name__})",
+                               path=self.path) from None
         finally:
             self.close()
-        if not data:
-            raise EmogeneError(f"the audio-feature process ended without a result (exit code {code})")
-        status, value = pickle.loads(data)
         if status == "ok":
             return value
-        exc, child_traceback = value
-        if not isinstance(exc, EmogeneError):
-            exc.add_note(f"in the audio-feature process:\n{child_traceback}")
-        raise exc
+        _raise_child_error(*value)
 
     def close(self) -> None:
         """End the child if it still runs and release its pipes (safe to call twice)."""
+        for stream in (self._proc.stdin, self._proc.stdout):
+            try:
+                stream.close()
+            except OSError:
+                pass
         if self._proc.poll() is None:
             self._proc.kill()
         self._proc.wait()
-        self._proc.stdout.close()
 
     def __enter__(self) -> "AudioFeaturesInBackground":
         return self

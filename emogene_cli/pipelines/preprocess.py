@@ -13,8 +13,8 @@ landmarks (:mod:`emogene_cli.geometry`), head / torso / background labels
 (:func:`~emogene_cli.face.split_head_torso`), a static background plate
 (:func:`~emogene_cli.face.background_plate`) and the audio features. A speech encoder's
 features (Whisper, HuBERT) and pYIN's f0 are computed in a second process while the face is
-found and tracked (:class:`~emogene_cli.audio.AudioFeaturesInBackground`); log-mel features
-are computed in line.
+found and tracked (:class:`~emogene_cli.audio.AudioFeaturesInBackground`); with
+``audio_features="mel"`` they are computed in line.
 
 Written (see DESIGN.md, "Artifacts")::
 
