@@ -1,6 +1,5 @@
 """Audio features in a second process (preprocess computes them beside face tracking)."""
 
-import os
 import pickle
 import subprocess
 import sys
