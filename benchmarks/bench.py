@@ -84,6 +84,10 @@ def _peaks(device: str) -> dict[str, float]:
     import torch
 
     out = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}  # kB on Linux
+    # the largest process the stage started and waited for (preprocess's audio features, ffmpeg), which runs beside it
+    child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
+    if child > 0:
+        out["peak_child_rss_mb"] = child
     if device.startswith("cuda"):
         out["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
     out["torch_threads"] = torch.get_num_threads()
@@ -325,6 +329,9 @@ def print_table(results: dict[str, Any]) -> None:
                 mem += f", {entry['peak_cuda_mb']:.0f} MB GPU"
             cells.append(mem)
         table.add_row(f"peak memory, {stage}", *cells, "")
+        children = [(results["devices"][d].get(stage) or {}).get("peak_child_rss_mb") for d in devices]
+        if any(c is not None for c in children):  # a process the stage ran beside itself (preprocess's audio features)
+            table.add_row(f"peak memory, {stage} child", *[f"{c:.0f} MB RSS" if c is not None else "-" for c in children], "")
     Console().print(table)
 
 

@@ -31,7 +31,7 @@ def test_table_shows_each_figure_with_its_ratio_and_verdict(bench, capsys):
     results = {
         "identity": "obama_20s", "audio": "radio31_8s.wav", "preset": "quick", "fit_skipped": False,
         "devices": {"cpu": {
-            "preprocess": {"seconds_per_video_second": 0.75},
+            "preprocess": {"seconds_per_video_second": 0.75, "peak_rss_mb": 900.0, "peak_child_rss_mb": 1100.0},
             "fit": {"seconds": 1200.0, "heldout_psnr": 28.3, "heldout_ssim": 0.93},
             "speak": {"real_time_factor": 3.5, "render_fps": 8.0},
             "speak_command": {"real_time_factor": 3.9},
@@ -48,3 +48,7 @@ def test_table_shows_each_figure_with_its_ratio_and_verdict(bench, capsys):
     line = next(row for row in out.splitlines() if "fit-identity" in row)
     assert "2.00×" in line and "✗" in line
     assert "not measured" in next(row for row in out.splitlines() if "render fps 512x512" in row)
+    line = next(row for row in out.splitlines() if "peak memory, preprocess " in row)
+    assert "900 MB RSS" in line
+    line = next(row for row in out.splitlines() if "peak memory, preprocess child" in row)
+    assert "1100 MB RSS" in line
