@@ -331,7 +331,7 @@ def print_table(results: dict[str, Any]) -> None:
         table.add_row(f"peak memory, {stage}", *cells, "")
         children = [(results["devices"][d].get(stage) or {}).get("peak_child_rss_mb") for d in devices]
         if any(c is not None for c in children):  # a process the stage ran beside itself (preprocess's audio features)
-            table.add_row(f"child process of {stage}", *[f"{c:.0f} MB RSS" if c is not None else "-" for c in children], "")
+            table.add_row(f"{stage} child process", *[f"{c:.0f} MB RSS" if c is not None else "-" for c in children], "")
     Console().print(table)
 
 
