@@ -467,3 +467,53 @@ def test_resume_continues_from_the_checkpoint_and_never_reads_heldout_frames(tmp
         assert torch.allclose(a.float(), b.float(), atol=1e-5), name
     with pytest.raises(MismatchError):
         train_renderer(scrambled, dataclasses.replace(cfg, hidden=16), checkpoint=ckpt, resume=True)
+
+
+# ---- extrusion of the deformation along the line of sight ------------------------------------
+
+
+def test_points_on_one_line_of_sight_look_up_one_place_and_a_frontal_view_changes_nothing():
+    model, _ = _tiny_model()
+    pose = _pose(rotvec=(0.35, -0.2, 0.0), t=(16.0, 16.0, 0.0))
+    origins, directions = generate_rays(torch.tensor([[15.5, 17.5]]), pose)
+    q = origins + torch.linspace(-20, 20, 9)[:, None] * directions  # nine points on one ray
+    slope = (directions[:, :2] / directions[:, 2:3]).expand(9, 2)
+    crossing = model.deformation.sightline(q, slope)
+    assert torch.allclose(crossing[:, :2], crossing[:1, :2].expand(9, 2), atol=1e-4)  # one place for the whole ray
+    assert torch.allclose(crossing[:, 2], q[:, 2])
+    assert torch.allclose(model.deformation.sightline(q, torch.zeros(9, 2)), q)
+
+
+def test_sight_and_depth_extrusion_agree_head_on_or_at_rest_and_differ_for_a_pitched_jaw():
+    class Probe(torch.nn.Module):  # a thin opaque slab whose colour says where in the canonical box a sample landed
+        def forward(self, x, code, with_color=True):
+            return torch.where(x[:, 2].abs() < 0.15, 50.0, 0.0), torch.sin(6.0 * x) * 0.5 + 0.5
+
+    sight, _ = _tiny_model()
+    depth = TalkingHeadRenderer(dataclasses.replace(sight.config, deform_extrude="depth"), sight.mean_shape, 5.0)
+    depth.load_state_dict(sight.state_dict())
+    sight.head = depth.head = Probe()
+    depth.eval()
+    bg = torch.rand(32, 32, 3, generator=torch.Generator().manual_seed(3))
+    jaw = torch.zeros(478, 3)
+    jaw[sight.mean_shape[:, 1] > 0] = torch.tensor([0.0, 0.4, 0.0])  # the lower half moves down
+    head_on, pitched = _pose(t=(16.0, 16.0, 0.0))[0], _pose(rotvec=(0.4, 0.0, 0.0), t=(16.0, 16.0, 0.0))[0]
+
+    def both(pose, motion):
+        return [m.render_image(pose, motion, bg)["rgb"] for m in (sight, depth)]
+
+    a, b = both(head_on, jaw)
+    assert torch.allclose(a, b, atol=1e-6)
+    a, b = both(pitched, torch.zeros(478, 3))
+    assert torch.allclose(a, b, atol=1e-6)
+    a, b = both(pitched, jaw)
+    assert (a - b).abs().max() > 0.02
+
+
+def test_renderers_fitted_before_keep_their_extrusion():
+    assert RendererConfig.preset("quick").deform_extrude == "sight"
+    old = RendererConfig.preset("quick").to_dict()
+    del old["deform_extrude"]
+    assert RendererConfig.from_dict(old).deform_extrude == "depth"
+    with pytest.raises(MismatchError, match="deform_extrude"):
+        RendererConfig.from_dict({**old, "deform_extrude": "sideways"})

@@ -8,6 +8,8 @@ from typing import Any
 from ...errors import MismatchError
 
 CONFIG_KEY = "renderer_config"
+#: how the landmark deformation is extruded in depth (see :mod:`.deformation`)
+EXTRUSIONS = ("sight", "depth")
 
 
 @dataclass
@@ -41,6 +43,10 @@ class RendererConfig:
     deform_grid: int = 32  # cells per axis of the candidate table (face plane)
     deform_map: int = 160  # vertices per axis of the per-frame displacement map (rendering; training)
     deform_reach: float = 0.4  # largest displacement expected (an open jaw): where the deformation is computed
+    # the deformation is extruded along each ray ("sight": every sample on a line of sight moves as that
+    # line does where it crosses the mouth's plane; the presets) or along the head frame's z ("depth": renderers
+    # fitted before 2026-12-01, whose configs lack the key)
+    deform_extrude: str = "depth"
     # head field
     plane_resolutions: tuple[int, ...] = (32, 64, 128)
     plane_features: int = 8  # channels per plane and level
@@ -83,16 +89,16 @@ class RendererConfig:
         """
         if name == "tiny":
             return cls(
-                resolution=64, n_samples=16, occupancy_resolution=16, occupancy_warmup=100,
+                deform_extrude="sight", resolution=64, n_samples=16, occupancy_resolution=16, occupancy_warmup=100,
                 plane_resolutions=(16, 32), plane_features=4, code_dim=4, hidden=32,
                 torso_resolutions=(16, 32), torso_features=4, torso_hidden=16, torso_frequencies=2,
                 steps=300, rays_per_batch=1024, lr_grid=3e-2, lr_mlp=1e-2, checkpoint_every=100,
             )
         if name == "quick":
-            return cls()
+            return cls(deform_extrude="sight")
         if name == "full":
             return cls(
-                resolution=512, n_samples=32, occupancy_resolution=96,
+                deform_extrude="sight", resolution=512, n_samples=32, occupancy_resolution=96,
                 plane_resolutions=(64, 128, 256, 512), plane_features=16, code_dim=16, hidden=128,
                 torso_resolutions=(64, 128, 256, 512), torso_features=8, torso_hidden=64, torso_frequencies=6,
                 steps=60000, rays_per_batch=8192, lr_grid=1e-2, lr_mlp=2e-3, checkpoint_every=2000,
@@ -119,6 +125,9 @@ class RendererConfig:
             raise MismatchError("renderer config is not a JSON object")
         names = {f.name for f in fields(cls)}
         try:
-            return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in names})
+            config = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in names})
         except TypeError as exc:
             raise MismatchError(f"renderer config unreadable ({exc})") from exc
+        if config.deform_extrude not in EXTRUSIONS:
+            raise MismatchError(f"renderer config: deform_extrude {config.deform_extrude!r} is not one of {', '.join(EXTRUSIONS)}")
+        return config

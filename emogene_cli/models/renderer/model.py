@@ -192,7 +192,7 @@ class TalkingHeadRenderer(OccupancyGrid, nn.Module):
     # ---- rendering ----------------------------------------------------------------------
     def _query(self, q: Tensor, code: Tensor, displacement: Tensor | None, frame: Tensor | None,
                dmap: Tensor | None = None, eye_code: Tensor | None = None,
-               grid: Tensor | None = None) -> tuple[Tensor, Tensor]:
+               grid: Tensor | None = None, slope: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """The head field at observed samples: deformation into the canonical head, occupancy test, field.
 
         Args:
@@ -212,12 +212,16 @@ class TalkingHeadRenderer(OccupancyGrid, nn.Module):
         """
         n_rays, n_s = q.shape[:2]
         flat_frame = None if frame is None else frame.repeat_interleave(n_s)
+        flat = q.reshape(-1, 3)
+        look = flat if slope is None else self.deformation.sightline(flat, slope.repeat_interleave(n_s, 0))
         if dmap is not None and dmap.dim() == 4:
-            q_can = self.deformation.apply_maps(q.reshape(-1, 3), dmap, flat_frame)
+            q_can = self.deformation.apply_maps(look, dmap, flat_frame)
         elif dmap is not None:
-            q_can = self.deformation.apply_map(q.reshape(-1, 3), dmap)
+            q_can = self.deformation.apply_map(look, dmap)
         else:
-            q_can = self.deformation(q.reshape(-1, 3), displacement, flat_frame)
+            q_can = self.deformation(look, displacement, flat_frame)
+        if slope is not None:
+            q_can = flat - (look - q_can)  # the displacement found where the line of sight crosses the mouth's plane
         x = self.normalise_points(q_can).clamp(-1, 1)
         keep = self.is_occupied(x, grid).nonzero()[:, 0]  # [N] flat sample indices
         if keep.numel() == 0:
@@ -233,6 +237,7 @@ class TalkingHeadRenderer(OccupancyGrid, nn.Module):
     def _march(
         self, q: Tensor, deltas: Tensor, code: Tensor, displacement: Tensor | None, frame: Tensor | None,
         dmap: Tensor | None = None, group: int = 2, min_transmittance: float = 1e-3, eye_code: Tensor | None = None,
+        slope: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Front-to-back volume rendering in groups of samples with early ray termination.
 
@@ -252,7 +257,8 @@ class TalkingHeadRenderer(OccupancyGrid, nn.Module):
             if alive.numel() == 0:
                 break
             sig, col = self._query(q[:, k:k + group].index_select(0, alive), code if code.shape[0] == 1 else code[alive],
-                                   displacement, None if frame is None else frame[alive], dmap, eye_code, grid)
+                                   displacement, None if frame is None else frame[alive], dmap, eye_code, grid,
+                                   None if slope is None else slope.index_select(0, alive))
             out = volume_render(sig, col, deltas[:, k:k + group].index_select(0, alive))
             t_alive = trans.index_select(0, alive)
             rgb.index_add_(0, alive, out["rgb"] * t_alive[:, None])
@@ -301,12 +307,18 @@ class TalkingHeadRenderer(OccupancyGrid, nn.Module):
         deltas = deltas * (d.norm(dim=-1, keepdim=True) / half.max())
         code_h = code if code.shape[0] == 1 else code[idx]
         frame_h = None if frame is None else frame[idx]
+        slope = None
+        if self.config.deform_extrude == "sight":  # each ray's dx/dz, dy/dz in the head frame
+            dz = d[:, 2:3]
+            dz = torch.where(dz.abs() < 1e-6, torch.full_like(dz, 1e-6), dz)
+            slope = (d[:, :2] / dz).clamp(-2.0, 2.0)
         if torch.is_grad_enabled():
-            sigma, col = self._query(q, code_h, displacement, frame_h, dmap, eye_code)
+            sigma, col = self._query(q, code_h, displacement, frame_h, dmap, eye_code, slope=slope)
             out = volume_render(sigma, col, deltas)
             weights = out["weights"]
         else:
-            out = dict(zip(("rgb", "alpha"), self._march(q, deltas, code_h, displacement, frame_h, dmap, eye_code=eye_code)))
+            out = dict(zip(("rgb", "alpha"), self._march(q, deltas, code_h, displacement, frame_h, dmap, eye_code=eye_code,
+                                                         slope=slope)))
             weights = q.new_zeros(0, self.config.n_samples)
         rgb = rgb.index_copy(0, idx, out["rgb"])
         alpha = alpha.index_copy(0, idx, out["alpha"])
