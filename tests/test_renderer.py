@@ -517,3 +517,48 @@ def test_renderers_fitted_before_keep_their_extrusion():
     assert RendererConfig.from_dict(old).deform_extrude == "depth"
     with pytest.raises(MismatchError, match="deform_extrude"):
         RendererConfig.from_dict({**old, "deform_extrude": "sideways"})
+
+
+def test_every_ray_sample_is_deformed_as_its_ray_crosses_the_mouth_plane(monkeypatch):
+    """Rendering (the map), training (each frame's map) and the exact blend all look a sample up where its own
+    ray crosses the mouth's plane: undoing that shift puts every looked-up point back on its pixel's ray."""
+    from emogene_cli.models.renderer import LandmarkDeformation
+    from emogene_cli.render import fitting
+
+    model, _ = _tiny_model()
+    g = torch.Generator().manual_seed(0)
+    motion = 0.05 * torch.randn(2, 478, 3, generator=g)
+    maps = fitting._deformation_maps(model, motion)
+    seen: dict[str, list[torch.Tensor]] = {"apply_map": [], "apply_maps": [], "forward": []}
+    for name in seen:
+        def spy(self, q, *args, _name=name, _original=getattr(LandmarkDeformation, name), **kw):
+            seen[_name].append(q.detach().clone())
+            return _original(self, q, *args, **kw)
+        monkeypatch.setattr(LandmarkDeformation, name, spy)
+    pose = _pose(rotvec=(0.3, 0.15, 0.0), t=(16.0, 16.0, 0.0))
+    _, d = generate_rays(torch.zeros(1, 2), pose)
+    slope = d[0, :2] / d[0, 2]
+    lo, hi = model.deformation.lo, model.deformation.hi
+
+    def off_the_pixel_rays(name: str) -> float:
+        look = torch.cat(seen[name])
+        look = look[((look[:, :2] > lo + 1e-4) & (look[:, :2] < hi - 1e-4)).all(1)]  # not held at the box's border
+        q = look.clone()
+        q[:, :2] += (q[:, 2:3] - model.deformation.mouth_depth) * slope  # back from the crossing to the sample
+        pix = geometry.transform_points(pose[0].double().numpy(), q.double().numpy())[:, :2]
+        assert len(pix) > 100
+        return float(np.abs(pix - np.floor(pix) - 0.5).max())  # pixel centres are at u + 0.5
+
+    bg = torch.rand(32, 32, 3, generator=g)
+    model.render_image(pose[0], motion[0], bg)
+    assert off_the_pixel_rays("apply_map") < 1e-3
+    ys, xs = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
+    pixels = torch.stack([xs, ys], -1).reshape(-1, 2).float() + 0.5
+    args = (pixels, pose, motion, model.pose_vectors(pose), torch.rand(len(pixels), 3, generator=g),
+            torch.arange(len(pixels)) % 2)
+    model.train()
+    model.render_rays(*args, maps=maps)  # training, autograd on
+    assert off_the_pixel_rays("apply_maps") < 1e-3
+    seen["forward"].clear()
+    model.render_rays(*args)  # the exact blend (training beyond the maps' memory budget)
+    assert off_the_pixel_rays("forward") < 1e-3

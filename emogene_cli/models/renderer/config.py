@@ -45,7 +45,7 @@ class RendererConfig:
     deform_reach: float = 0.4  # largest displacement expected (an open jaw): where the deformation is computed
     # the deformation is extruded along each ray ("sight": every sample on a line of sight moves as that
     # line does where it crosses the mouth's plane; the presets) or along the head frame's z ("depth": renderers
-    # fitted before 2026-12-01, whose configs lack the key)
+    # fitted by earlier versions, whose configs lack the key)
     deform_extrude: str = "depth"
     # head field
     plane_resolutions: tuple[int, ...] = (32, 64, 128)
@@ -106,6 +106,10 @@ class RendererConfig:
             )
         raise ValueError(f"unknown renderer preset {name!r} (tiny, quick, full)")
 
+    def __post_init__(self) -> None:
+        if self.deform_extrude not in EXTRUSIONS:
+            raise MismatchError(f"renderer config: deform_extrude {self.deform_extrude!r} is not one of {', '.join(EXTRUSIONS)}")
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (tuples become lists)."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -128,6 +132,4 @@ class RendererConfig:
             config = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in names})
         except TypeError as exc:
             raise MismatchError(f"renderer config unreadable ({exc})") from exc
-        if config.deform_extrude not in EXTRUSIONS:
-            raise MismatchError(f"renderer config: deform_extrude {config.deform_extrude!r} is not one of {', '.join(EXTRUSIONS)}")
         return config

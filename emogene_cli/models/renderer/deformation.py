@@ -18,8 +18,11 @@ colour a little in front of or behind the tracked mesh; an extruded deformation 
 whole line of sight with the landmark, wherever the density sits. The extrusion follows each
 ray (``config.deform_extrude = "sight"``): a sample is displaced as its line of sight is where
 it crosses the plane of the mean shape's mouth (:meth:`LandmarkDeformation.sightline`), so that
-every sample seen through the parted lips moves with them, under any head pose. Extruded along
-the head frame's z instead (``"depth"``, renderers fitted before 2026-12-01), a pitched view's
+every sample seen through the parted lips moves with them when the head is pitched or turned.
+It is exact at the mouth's depth; a feature well in front of or behind it (the nose tip, the
+brows) is looked up a little off its own landmark on a turned view (about 0.03 inter-ocular
+distances for the brows at 5° from the mean pose). Extruded along
+the head frame's z instead (``"depth"``, renderers fitted by earlier versions), a pitched view's
 ray crosses the face plane at other heights at other depths, and samples behind the lips took
 the displacement of the chin or the upper lip: on obama_20s, whose training frames open the
 mouth only at low pitch, the rendered mouth then narrowed at the pitched poses (rendered vs
@@ -139,11 +142,14 @@ class LandmarkDeformation(nn.Module):
                 (head frame; zero for a frontal view, where this returns ``q``).
 
         Returns:
-            ``[N, 3]``: x and y moved along the ray to the mouth's plane, z unchanged; the
-            deformation looked up there is the one applied to ``q`` (``"sight"`` extrusion).
+            ``[N, 3]``: x and y moved along the ray to the mouth's plane (kept inside the head
+            box's face plane), z unchanged; the deformation looked up there is the one applied
+            to ``q`` (``"sight"`` extrusion).
         """
         shift = (q[:, 2:3] - self.mouth_depth) * slope
-        return torch.cat([q[:, :2] - shift, q[:, 2:]], -1)
+        # inside the face plane's box, where the map and the exact blend agree (both hold the border beyond)
+        xy = torch.maximum(torch.minimum(q[:, :2] - shift, self.hi), self.lo)
+        return torch.cat([xy, q[:, 2:]], -1)
 
     def _candidates(self, q: Tensor) -> tuple[Tensor, Tensor]:
         """``q [N, 3]`` -> candidate landmark indices ``[N, k]`` of its cell and whether the cell is near the face ``[N]``."""

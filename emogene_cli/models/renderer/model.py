@@ -206,6 +206,9 @@ class TalkingHeadRenderer(OccupancyGrid, nn.Module):
             eye_code: ``[1, K]`` the code near the eyes (:meth:`eye_weight` blends it with
                 ``code``); None: ``code`` everywhere.
             grid: ``[G, G, G]`` bool cells to test (:meth:`is_occupied`; None: ``occupied``, training's).
+            slope: ``[H, 2]`` each ray's head-frame ``dx/dz, dy/dz`` for the ``"sight"`` extrusion (the
+                deformation is looked up where the ray crosses the mouth's plane,
+                :meth:`.LandmarkDeformation.sightline`); None: at the sample's own x, y (``"depth"``).
 
         Returns:
             ``sigma [H, S]`` and ``rgb [H, S, 3]`` (zero where the canonical cell is empty).
@@ -244,7 +247,7 @@ class TalkingHeadRenderer(OccupancyGrid, nn.Module):
         ``q [H, S, 3]``, ``deltas [H, S]``. The quadrature of :func:`volume_render` over the samples in
         :meth:`inference_grid` cells (not training's dilated grid); rays stop once their transmittance falls
         below ``min_transmittance``. ``group`` samples per ray at a time: with 2, a ray that turns opaque
-        wastes at most one (obama_20s: 4 was 5% slower, 1 no faster).
+        wastes at most one (obama_20s: 4 was 5% slower, 1 no faster). ``slope [H, 2]``: as :meth:`_query`.
 
         Returns: ``rgb [H, 3]`` (premultiplied) and ``alpha [H]``.
         """
@@ -274,6 +277,8 @@ class TalkingHeadRenderer(OccupancyGrid, nn.Module):
     ) -> dict[str, Tensor]:
         """Volume-render the head along pixel rays.
 
+        Samples are deformed into the canonical head as ``config.deform_extrude`` says (``"sight"``:
+        along each ray, see :meth:`.LandmarkDeformation.sightline`; ``"depth"``: along the head's z).
         Samples whose canonical position lies in an empty cell are skipped (density 0). With
         autograd off (inference), rays also stop early once nearly opaque and only cells with
         density are sampled (:meth:`_march`).
