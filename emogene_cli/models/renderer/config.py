@@ -129,7 +129,6 @@ class RendererConfig:
             raise MismatchError("renderer config is not a JSON object")
         names = {f.name for f in fields(cls)}
         try:
-            config = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in names})
+            return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in names})
         except TypeError as exc:
             raise MismatchError(f"renderer config unreadable ({exc})") from exc
-        return config

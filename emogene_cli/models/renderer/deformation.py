@@ -138,18 +138,19 @@ class LandmarkDeformation(nn.Module):
         """Where each point's line of sight crosses the mouth's plane (head-frame z of the mean shape's lips).
 
         Args:
-            q: ``[N, 3]`` observed points (head frame); slope: ``[N, 2]`` their rays' ``dx/dz, dy/dz``
-                (head frame; zero for a frontal view, where this returns ``q``).
+            q: ``[..., 3]`` observed points (head frame); slope: their rays' ``dx/dz, dy/dz`` (head
+                frame; zero for a frontal view, where this returns ``q``), ``[..., 2]`` or
+                broadcastable to it (``[H, 1, 2]`` for ``[H, S, 3]`` samples of ``H`` rays).
 
         Returns:
-            ``[N, 3]``: x and y moved along the ray to the mouth's plane (kept inside the head
+            ``[..., 3]``: x and y moved along the ray to the mouth's plane (kept inside the head
             box's face plane), z unchanged; the deformation looked up there is the one applied
             to ``q`` (``"sight"`` extrusion).
         """
-        shift = (q[:, 2:3] - self.mouth_depth) * slope
+        shift = (q[..., 2:3] - self.mouth_depth) * slope
         # inside the face plane's box, where the map and the exact blend agree (both hold the border beyond)
-        xy = torch.maximum(torch.minimum(q[:, :2] - shift, self.hi), self.lo)
-        return torch.cat([xy, q[:, 2:]], -1)
+        xy = torch.maximum(torch.minimum(q[..., :2] - shift, self.hi), self.lo)
+        return torch.cat([xy, q[..., 2:]], -1)
 
     def _candidates(self, q: Tensor) -> tuple[Tensor, Tensor]:
         """``q [N, 3]`` -> candidate landmark indices ``[N, k]`` of its cell and whether the cell is near the face ``[N]``."""

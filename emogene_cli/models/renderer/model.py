@@ -216,7 +216,7 @@ class TalkingHeadRenderer(OccupancyGrid, nn.Module):
         n_rays, n_s = q.shape[:2]
         flat_frame = None if frame is None else frame.repeat_interleave(n_s)
         flat = q.reshape(-1, 3)
-        look = flat if slope is None else self.deformation.sightline(flat, slope.repeat_interleave(n_s, 0))
+        look = flat if slope is None else self.deformation.sightline(q, slope[:, None]).reshape(-1, 3)
         if dmap is not None and dmap.dim() == 4:
             q_can = self.deformation.apply_maps(look, dmap, flat_frame)
         elif dmap is not None:
