@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import importlib
+import inspect
 import os
 import shlex
 import signal
@@ -115,11 +116,35 @@ def main_options(
     ctx.obj = {"home": home}
 
 
+def reflow_help(doc: str) -> str:
+    """A command's docstring as ``--help`` prose: the lines of each paragraph joined into one.
+
+    Typer's rich help keeps a docstring's single line breaks after its first paragraph, so
+    text wrapped at 100 columns in the source broke again mid-sentence at the terminal's
+    width. Paragraphs stay apart; lines that start a list item (``-``, ``*``) or are indented
+    (examples) keep their own line.
+    """
+    out = []
+    for para in inspect.cleandoc(doc or "").split("\n\n"):
+        lines = para.split("\n")
+        joined = [lines[0]]
+        for line in lines[1:]:
+            if line.startswith((" ", "-", "*")) or joined[-1].startswith(" "):
+                joined.append(line)
+            else:
+                joined[-1] = f"{joined[-1]} {line}"
+        out.append("\n".join(joined))
+    return "\n\n".join(out)
+
+
 def _register() -> None:
     from .commands import doctor, evaluate, fit_identity, list_store, preprocess, speak, train_a2m, train_ldm
 
     for module in (preprocess, fit_identity, train_ldm, train_a2m, speak, evaluate, list_store, doctor):
         module.register(app)
+    for info in app.registered_commands:
+        if info.help is None and info.callback is not None and info.callback.__doc__:
+            info.help = reflow_help(info.callback.__doc__)
 
 
 _register()

@@ -103,3 +103,16 @@ def test_bare_command_prints_help():
     done = subprocess.run(_console_script(), capture_output=True, text=True, timeout=60)
     assert "Traceback" not in done.stdout + done.stderr
     assert "preprocess" in done.stdout + done.stderr
+
+
+def test_help_prose_is_not_broken_where_the_docstring_was(monkeypatch, capsys):
+    """Each paragraph of a command's description flows as one; lists and examples keep their lines."""
+    from emogene_cli.cli import reflow_help
+
+    assert reflow_help("First line.\n\n    One paragraph\n    wrapped in the source.\n\n    - a\n    - b\n") == (
+        "First line.\n\nOne paragraph wrapped in the source.\n\n- a\n- b"
+    )
+    monkeypatch.setenv("COLUMNS", "200")
+    assert main(["speak", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "landmark deformation (emotion, a blend or a track over time) -> LLE projection" in out
