@@ -124,3 +124,18 @@ def test_without_a_generic_model_of_these_features_nothing_is_moved(monkeypatch)
     monkeypatch.setattr(training.A2MConfig, "preset", classmethod(lambda cls, *a, **kw: None))
     r = training.fit_person_a2m(data, "scratch", "tiny", training.A2MTraining(steps=1), store=None, augment=AugmentConfig(variants=0))
     assert r.sync == SyncOffset() and len(seen["utt"].motion) == r.train_frames
+
+
+@pytest.mark.parametrize("k, noted", [(6, True), (-5, True), (2, False), (0, False)])
+def test_an_out_of_sync_reference_is_reported_beyond_the_lags_evaluate_searches(k, noted):
+    """``evaluate --reference``: a reference whose sound is k frames late (k > 0) or early gets a note from 4 frames on."""
+    from emogene_cli.pipelines.reference import reference_offset_figures
+
+    rng = np.random.default_rng(1)
+    sound = _smooth_noise(rng, 200)  # the driving mouth, from the reference's sound
+    speaker = np.array([sound[min(max(t + k, 0), 199)] for t in range(200)]) + 0.1 * rng.standard_normal(200)
+    figures = reference_offset_figures(estimate_offset(sound, speaker))
+    assert figures["frames"] == k and figures["ms"] == 40 * k and figures["r_at_offset"] > 0.9
+    assert ("note" in figures) == noted
+    if noted:
+        assert f"{abs(k)} frames ({40 * abs(k)} ms) {'later' if k > 0 else 'earlier'} than its picture" in figures["note"]

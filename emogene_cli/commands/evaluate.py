@@ -61,6 +61,10 @@ def figures_table(figures: dict[str, Any], reference: dict[str, float]) -> Table
         table.add_row("reference", f"{emotion}: in the image, rendered vs speaker / vs driving / driving vs speaker r lag 0",
                       " / ".join(_value(info["image_plane"][k]["r_lag0"])
                                  for k in ("rendered_vs_speaker", "rendered_vs_driving", "driving_vs_speaker")), "")
+    off = ref.get("reference_offset")
+    if off:
+        table.add_row("reference", "the recording's audio-video offset, frames (driving vs speaker r there / at lag 0)",
+                      f"{off['frames']:+d} ({_value(off['r_at_offset'])} / {_value(off['r_lag0'])})", "")
     return table
 
 
@@ -111,6 +115,9 @@ def evaluate_command(
     if emo.get("reference_note"):
         table_missing = not emotion_actors and not emo.get("leave_one_actor_out")
         console.print(f"emotion: {emo['reference_note']}" + (" (this LDM has no such table: retrain it with train-ldm)" if table_missing else ""))
+    offset_note = f.get("reference_lipsync", {}).get("reference_offset", {}).get("note")
+    if offset_note:
+        console.print(f"reference: {offset_note}")
     if not f.get("fitted", True):
         console.print(f"note: {f['note']}")
         console.print(summary_table("evaluate", [("time", ", ".join(f"{k} {v:.1f} s" for k, v in r.seconds.items())),

@@ -248,8 +248,10 @@ def report_html(figures: dict[str, Any], grids: list[tuple[str, str]], plots: li
                       for k in ("rendered_vs_speaker", "rendered_vs_driving", "driving_vs_speaker")) + "</tr>"
             for e, v in ref["per_emotion"].items())
         head = "<th>r lag 0</th><th>best r (lag)</th><th>std ratio</th>"
+        off = ref.get("reference_offset", {})
+        warn = f"<p><b>{html.escape(off['note'])}.</b></p>" if off.get("note") else ""
         parts.append(f"<h3>lip sync end to end: {html.escape(ref['reference'])}, {ref['seconds']:.1f} s</h3>"
-                     f"<p>{html.escape(ref['note'])}</p><table><tr><th></th><th colspan=3>rendered vs the real speaker</th>"
+                     f"{warn}<p>{html.escape(ref['note'])}</p><table><tr><th></th><th colspan=3>rendered vs the real speaker</th>"
                      "<th colspan=3>rendered vs the driving landmarks</th><th colspan=3>driving landmarks vs the real speaker</th>"
                      "<th></th><th colspan=3>measured in the image (head pose not removed): r lag 0</th></tr>"
                      f"<tr><th>emotion</th>{head}{head}{head}<th>face found (rendered)</th>"

@@ -21,6 +21,13 @@ The driving landmarks are pose-free (canonical), so the tracked mouths are broug
 head frame before they are compared: measured in the image, a head that nods foreshortens
 the lips and the idle head poses would read as mouth movement (obama_20s, a 4 s voice:
 r 0.77 in the image, 0.82 pose-free). The image-plane figures stay in ``image_plane``.
+
+A reference whose sound and picture are out of sync compares the rendered mouth with a
+shifted one. The reference's own offset is estimated from the neutral driving mouth against
+the speaker's, over ±8 frames (:func:`emogene_cli.motion.estimate_offset`, as ``fit-identity``
+judges the identity's recording), and reported; beyond the ±3 frames of the per-pair search a
+note says that the figures against the speaker measure the recording's offset (outdoor_man_7s
+in ``talking/``: r -0.02 at lag 0, 0.46 with its sound 6 frames late).
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ from ..emotions import EMOTIONS
 from ..errors import InputError
 from ..evaluation import metrics
 from ..face import redetect, track_frames
-from ..motion import mouth_open
+from ..motion import estimate_offset, mouth_open
 from ..render import Speaker, render_clip
 from ..store import Store
 from .speak import plan_motion
@@ -124,6 +131,7 @@ def reference_lipsync(
     chosen = ["neutral"] + [e for e in emotions if e != "neutral" and ldm is not None]
     per: dict[str, Any] = {}
     series: dict[str, Any] = {"speaker": speaker_mouth}
+    offset = None
     for k, emotion in enumerate(chosen):
         plan = plan_motion(speaker, audio, emotion=emotion, ldm=ldm, seed=seed, hubert=hubert, store_dir=store.third_party_dir)
         n = min(T, len(plan.motion))
@@ -144,6 +152,8 @@ def reference_lipsync(
         if speaker.emotion_gain is not None and emotion != "neutral":
             per[emotion]["emotion_gain"] = float(speaker.emotion_gain[EMOTIONS.index(emotion)])
         series[emotion] = {"driving": driving, "rendered": rendered}
+        if offset is None:  # neutral: the reference recording's own audio-video offset
+            offset = estimate_offset(driving, np.where(speaker_found[:n], speaker_mouth[:n], np.nanmean(speaker_mouth[:n])))
         if progress:
             progress("reference lip sync", k + 1, len(chosen))
     figures = {
@@ -154,6 +164,28 @@ def reference_lipsync(
                  "as speak does (its own idle head poses); r at lag 0 and best within ±3 frames (positive lag: the first "
                  "series moves later); std_ratio = std(first) / std(second)"),
     }
+    figures["reference_offset"] = reference_offset_figures(offset)
     if ldm is None and any(e != "neutral" for e in emotions):
         figures["skipped"] = "no landmark deformation model: neutral only"
     return figures, series
+
+
+def reference_offset_figures(offset: Any) -> dict[str, Any]:
+    """The reference recording's audio-video offset as reported, with a note when it is out of sync.
+
+    Args:
+        offset: :class:`emogene_cli.motion.SyncOffset` of the neutral driving mouth against the
+            speaker's (positive: the sound comes later than the picture).
+
+    Returns:
+        ``{"frames", "ms", "r_lag0", "r_at_offset"}``, plus ``"note"`` when ``|frames|`` exceeds
+        :data:`MAX_LAG` (the lags searched per pair).
+    """
+    out = {"frames": offset.offset, "ms": offset.milliseconds, "r_lag0": offset.corr0, "r_at_offset": offset.corr}
+    if abs(offset.offset) > MAX_LAG:
+        late = "later" if offset.offset > 0 else "earlier"
+        out["note"] = (f"the reference looks out of sync: its sound comes {abs(offset.offset)} frames "
+                       f"({abs(offset.milliseconds)} ms) {late} than its picture (driving vs speaker r "
+                       f"{offset.corr:.2f} there, {offset.corr0:.2f} at lag 0), so the figures against the speaker "
+                       "measure that offset, not the lip sync: use a recording in sync")
+    return out
