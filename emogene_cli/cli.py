@@ -13,6 +13,7 @@ import errno
 import importlib
 import inspect
 import os
+import re
 import shlex
 import signal
 import sys
@@ -121,15 +122,18 @@ def reflow_help(doc: str) -> str:
 
     Typer's rich help keeps a docstring's single line breaks after its first paragraph, so
     text wrapped at 100 columns in the source broke again mid-sentence at the terminal's
-    width. Paragraphs stay apart; lines that start a list item (``-``, ``*``) or are indented
-    (examples) keep their own line.
+    width. Paragraphs stay apart; lines that start a list item (``- ``, ``* ``) or are indented
+    (examples) keep their own line, and a paragraph marked ``\\b`` is kept as written.
     """
     out = []
     for para in inspect.cleandoc(doc or "").split("\n\n"):
+        if para.startswith("\b"):  # Click's "keep this paragraph as written"
+            out.append(para)
+            continue
         lines = para.split("\n")
         joined = [lines[0]]
         for line in lines[1:]:
-            if line.startswith((" ", "-", "*")) or joined[-1].startswith(" "):
+            if line.startswith(" ") or re.match(r"[-*] ", line) or joined[-1].startswith(" "):
                 joined.append(line)
             else:
                 joined[-1] = f"{joined[-1]} {line}"

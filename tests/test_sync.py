@@ -138,4 +138,5 @@ def test_an_out_of_sync_reference_is_reported_beyond_the_lags_evaluate_searches(
     assert figures["frames"] == k and figures["ms"] == 40 * k and figures["r_at_offset"] > 0.9
     assert ("note" in figures) == noted
     if noted:
-        assert f"{abs(k)} frames ({40 * abs(k)} ms) {'later' if k > 0 else 'earlier'} than its picture" in figures["note"]
+        assert f"sound is {abs(k)} frames ({40 * abs(k)} ms) {'behind' if k > 0 else 'ahead of'} its picture" in figures["note"]
+        assert "note" not in reference_offset_figures(estimate_offset(sound, speaker), frames=50)  # too short to warn

@@ -112,6 +112,9 @@ def test_help_prose_is_not_broken_where_the_docstring_was(monkeypatch, capsys):
     assert reflow_help("First line.\n\n    One paragraph\n    wrapped in the source.\n\n    - a\n    - b\n") == (
         "First line.\n\nOne paragraph wrapped in the source.\n\n- a\n- b"
     )
+    assert reflow_help("x\n\nA -> B\n-> C\n--flag is joined too.\n\n\b\nkept\nas written") == (
+        "x\n\nA -> B -> C --flag is joined too.\n\n\b\nkept\nas written"
+    )
     monkeypatch.setenv("COLUMNS", "200")
     assert main(["speak", "--help"]) == 0
     out = capsys.readouterr().out

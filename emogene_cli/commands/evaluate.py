@@ -63,7 +63,7 @@ def figures_table(figures: dict[str, Any], reference: dict[str, float]) -> Table
                                  for k in ("rendered_vs_speaker", "rendered_vs_driving", "driving_vs_speaker")), "")
     off = ref.get("reference_offset")
     if off:
-        table.add_row("reference", "the recording's audio-video offset, frames (driving vs speaker r there / at lag 0)",
+        table.add_row("reference", "the recording's audio-video offset, frames (+: sound late) (driving vs speaker r at it / at lag 0)",
                       f"{off['frames']:+d} ({_value(off['r_at_offset'])} / {_value(off['r_lag0'])})", "")
     return table
 

@@ -249,7 +249,9 @@ def report_html(figures: dict[str, Any], grids: list[tuple[str, str]], plots: li
             for e, v in ref["per_emotion"].items())
         head = "<th>r lag 0</th><th>best r (lag)</th><th>std ratio</th>"
         off = ref.get("reference_offset", {})
-        warn = f"<p><b>{html.escape(off['note'])}.</b></p>" if off.get("note") else ""
+        warn = (f"<p><b>{html.escape(off['note'])}.</b></p>" if off.get("note") else
+                f"<p>The reference's audio-video offset: {off['frames']:+d} frames (+: sound late; driving vs speaker r "
+                f"{_fmt(off['r_at_offset'])} there, {_fmt(off['r_lag0'])} at lag 0).</p>" if off else "")
         parts.append(f"<h3>lip sync end to end: {html.escape(ref['reference'])}, {ref['seconds']:.1f} s</h3>"
                      f"{warn}<p>{html.escape(ref['note'])}</p><table><tr><th></th><th colspan=3>rendered vs the real speaker</th>"
                      "<th colspan=3>rendered vs the driving landmarks</th><th colspan=3>driving landmarks vs the real speaker</th>"

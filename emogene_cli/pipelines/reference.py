@@ -24,10 +24,13 @@ r 0.77 in the image, 0.82 pose-free). The image-plane figures stay in ``image_pl
 
 A reference whose sound and picture are out of sync compares the rendered mouth with a
 shifted one. The reference's own offset is estimated from the neutral driving mouth against
-the speaker's, over ±8 frames (:func:`emogene_cli.motion.estimate_offset`, as ``fit-identity``
-judges the identity's recording), and reported; beyond the ±3 frames of the per-pair search a
-note says that the figures against the speaker measure the recording's offset (outdoor_man_7s
-in ``talking/``: r -0.02 at lag 0, 0.46 with its sound 6 frames late).
+the speaker's, over ±8 frames (:func:`emogene_cli.motion.estimate_offset`, the search
+``fit-identity`` runs on the identity's recording with the generic model as the judge; here
+the judge is the identity's own model as ``speak`` drives it, which ``fit-identity`` trained on
+its realigned recording). It is reported; beyond the ±3 frames of the per-pair search, on a
+reference of at least :data:`MIN_OFFSET_FRAMES` frames, a note says that the figures against
+the speaker measure the recording's offset (outdoor_man_7s in ``talking/``: r -0.02 at lag 0,
+0.46 with its sound 6 frames late).
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ from .speak import plan_motion
 
 Progress = Callable[[str, int, int], None]
 MAX_LAG = 3  # frames searched for the best lag (120 ms)
+MIN_OFFSET_FRAMES = 100  # a reference shorter than 4 s gets its offset reported but no warning: too few frames
 
 
 def track_reference(reference: Path, frames: int, store: Store) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -111,8 +115,9 @@ def reference_lipsync(
         "face_found_reference", "per_emotion": {emotion: {"rendered_vs_speaker",
         "rendered_vs_driving", "driving_vs_speaker": mouth_agreement(...),
         "face_found_rendered", "image_plane": {"rendered_vs_speaker", "rendered_vs_driving", "driving_vs_speaker"}}},
-        "note"}``; series ``{"speaker": [T], emotion: {"driving",
-        "rendered"}}`` for the plot.
+        "reference_offset": reference_offset_figures(...), "note"}``, and ``"skipped"`` when emotions
+        were asked without an ``ldm``; series ``{"speaker": [T], emotion: {"driving", "rendered"}}``
+        for the plot.
 
     Raises:
         NotFoundError / InputError: the reference is missing, unreadable, has no sound or no face.
@@ -164,28 +169,29 @@ def reference_lipsync(
                  "as speak does (its own idle head poses); r at lag 0 and best within ±3 frames (positive lag: the first "
                  "series moves later); std_ratio = std(first) / std(second)"),
     }
-    figures["reference_offset"] = reference_offset_figures(offset)
+    figures["reference_offset"] = reference_offset_figures(offset, frames=int(T))
     if ldm is None and any(e != "neutral" for e in emotions):
         figures["skipped"] = "no landmark deformation model: neutral only"
     return figures, series
 
 
-def reference_offset_figures(offset: Any) -> dict[str, Any]:
+def reference_offset_figures(offset: Any, frames: int = MIN_OFFSET_FRAMES) -> dict[str, Any]:
     """The reference recording's audio-video offset as reported, with a note when it is out of sync.
 
     Args:
         offset: :class:`emogene_cli.motion.SyncOffset` of the neutral driving mouth against the
             speaker's (positive: the sound comes later than the picture).
+        frames: how many frames it was measured on; below :data:`MIN_OFFSET_FRAMES` no note is given.
 
     Returns:
         ``{"frames", "ms", "r_lag0", "r_at_offset"}``, plus ``"note"`` when ``|frames|`` exceeds
         :data:`MAX_LAG` (the lags searched per pair).
     """
     out = {"frames": offset.offset, "ms": offset.milliseconds, "r_lag0": offset.corr0, "r_at_offset": offset.corr}
-    if abs(offset.offset) > MAX_LAG:
-        late = "later" if offset.offset > 0 else "earlier"
-        out["note"] = (f"the reference looks out of sync: its sound comes {abs(offset.offset)} frames "
-                       f"({abs(offset.milliseconds)} ms) {late} than its picture (driving vs speaker r "
-                       f"{offset.corr:.2f} there, {offset.corr0:.2f} at lag 0), so the figures against the speaker "
-                       "measure that offset, not the lip sync: use a recording in sync")
+    if abs(offset.offset) > MAX_LAG and frames >= MIN_OFFSET_FRAMES:
+        where = "behind" if offset.offset > 0 else "ahead of"
+        out["note"] = (f"the reference's sound is {abs(offset.offset)} frames ({abs(offset.milliseconds)} ms) {where} "
+                       f"its picture (driving vs speaker mouth r {offset.corr:.2f} at {offset.offset:+d}, "
+                       f"{offset.corr0:.2f} at 0); the figures against the speaker measure that gap, not the lip sync; "
+                       "use an in-sync recording")
     return out
