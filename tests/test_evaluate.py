@@ -129,7 +129,7 @@ def test_reference_lipsync_compares_three_mouths(evaluated):
         assert info["image_plane"]["rendered_vs_driving"]["frames"] == info["rendered_vs_driving"]["frames"]
     off = ref["reference_offset"]  # the recording's own audio-video offset, judged on the neutral driving mouth
     assert set(off) >= {"frames", "ms", "r_lag0", "r_at_offset"} and abs(off["frames"]) <= 8
-    assert off["ms"] == 40 * off["frames"] and ("note" in off) == (abs(off["frames"]) > 3)
+    assert off["ms"] == 40 * off["frames"] and "note" not in off  # 2 s: too short to warn
     on_disk = json.loads(result.json_path.read_text())
     assert on_disk["reference_lipsync"]["per_emotion"]["happy"]["driving_vs_speaker"]["frames"] > 0
     text = result.report_path.read_text()

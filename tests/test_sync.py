@@ -140,3 +140,5 @@ def test_an_out_of_sync_reference_is_reported_beyond_the_lags_evaluate_searches(
     if noted:
         assert f"sound is {abs(k)} frames ({40 * abs(k)} ms) {'behind' if k > 0 else 'ahead of'} its picture" in figures["note"]
         assert "note" not in reference_offset_figures(estimate_offset(sound, speaker), frames=50)  # too short to warn
+        # a judge that follows the speaker nowhere (r under 0.3 even at its best lag) cannot tell an offset
+        assert "note" not in reference_offset_figures(SyncOffset(k, -0.5, 0.1))

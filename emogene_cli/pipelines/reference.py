@@ -28,7 +28,8 @@ the speaker's, over ±8 frames (:func:`emogene_cli.motion.estimate_offset`, the 
 ``fit-identity`` runs on the identity's recording with the generic model as the judge; here
 the judge is the identity's own model as ``speak`` drives it, which ``fit-identity`` trained on
 its realigned recording). It is reported; beyond the ±3 frames of the per-pair search, on a
-reference of at least :data:`MIN_OFFSET_FRAMES` frames, a note says that the figures against
+reference of at least :data:`MIN_OFFSET_FRAMES` frames where the driving mouth matches the
+speaker's at r ≥ :data:`MIN_OFFSET_R` at the offset, a note says that the figures against
 the speaker measure the recording's offset (outdoor_man_7s in ``talking/``: r -0.02 at lag 0,
 0.46 with its sound 6 frames late).
 """
@@ -55,6 +56,7 @@ from .speak import plan_motion
 Progress = Callable[[str, int, int], None]
 MAX_LAG = 3  # frames searched for the best lag (120 ms)
 MIN_OFFSET_FRAMES = 100  # a reference shorter than 4 s gets its offset reported but no warning: too few frames
+MIN_OFFSET_R = 0.3  # nor one whose driving mouth follows the speaker's below this at any lag: no judge there
 
 
 def track_reference(reference: Path, frames: int, store: Store) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -181,14 +183,16 @@ def reference_offset_figures(offset: Any, frames: int = MIN_OFFSET_FRAMES) -> di
     Args:
         offset: :class:`emogene_cli.motion.SyncOffset` of the neutral driving mouth against the
             speaker's (positive: the sound comes later than the picture).
-        frames: how many frames it was measured on; below :data:`MIN_OFFSET_FRAMES` no note is given.
+        frames: how many frames it was measured on.
 
     Returns:
         ``{"frames", "ms", "r_lag0", "r_at_offset"}``, plus ``"note"`` when ``|frames|`` exceeds
-        :data:`MAX_LAG` (the lags searched per pair).
+        :data:`MAX_LAG` (the lags searched per pair), on at least :data:`MIN_OFFSET_FRAMES` frames,
+        and the driving mouth matches the speaker's at r ≥ :data:`MIN_OFFSET_R` at that offset (below,
+        it follows the speaker nowhere and cannot judge).
     """
     out = {"frames": offset.offset, "ms": offset.milliseconds, "r_lag0": offset.corr0, "r_at_offset": offset.corr}
-    if abs(offset.offset) > MAX_LAG and frames >= MIN_OFFSET_FRAMES:
+    if abs(offset.offset) > MAX_LAG and frames >= MIN_OFFSET_FRAMES and offset.corr >= MIN_OFFSET_R:
         where = "behind" if offset.offset > 0 else "ahead of"
         out["note"] = (f"the reference's sound is {abs(offset.offset)} frames ({abs(offset.milliseconds)} ms) {where} "
                        f"its picture (driving vs speaker mouth r {offset.corr:.2f} at {offset.offset:+d}, "
