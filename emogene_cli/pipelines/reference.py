@@ -138,7 +138,6 @@ def reference_lipsync(
     chosen = ["neutral"] + [e for e in emotions if e != "neutral" and ldm is not None]
     per: dict[str, Any] = {}
     series: dict[str, Any] = {"speaker": speaker_mouth}
-    offset = None
     for k, emotion in enumerate(chosen):
         plan = plan_motion(speaker, audio, emotion=emotion, ldm=ldm, seed=seed, hubert=hubert, store_dir=store.third_party_dir)
         n = min(T, len(plan.motion))
@@ -159,8 +158,6 @@ def reference_lipsync(
         if speaker.emotion_gain is not None and emotion != "neutral":
             per[emotion]["emotion_gain"] = float(speaker.emotion_gain[EMOTIONS.index(emotion)])
         series[emotion] = {"driving": driving, "rendered": rendered}
-        if offset is None:  # neutral: the reference recording's own audio-video offset
-            offset = estimate_offset(driving, np.where(speaker_found[:n], speaker_mouth[:n], np.nanmean(speaker_mouth[:n])))
         if progress:
             progress("reference lip sync", k + 1, len(chosen))
     figures = {
@@ -171,7 +168,11 @@ def reference_lipsync(
                  "as speak does (its own idle head poses); r at lag 0 and best within ±3 frames (positive lag: the first "
                  "series moves later); std_ratio = std(first) / std(second)"),
     }
-    figures["reference_offset"] = reference_offset_figures(offset, frames=int(T))
+    # the reference recording's own audio-video offset, judged by the neutral driving mouth
+    neutral = series["neutral"]["driving"]
+    n = len(neutral)
+    offset = estimate_offset(neutral, np.where(speaker_found[:n], speaker_mouth[:n], np.nanmean(speaker_mouth[:n])))
+    figures["reference_offset"] = reference_offset_figures(offset, frames=n)
     if ldm is None and any(e != "neutral" for e in emotions):
         figures["skipped"] = "no landmark deformation model: neutral only"
     return figures, series
