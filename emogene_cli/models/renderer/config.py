@@ -81,10 +81,7 @@ class RendererConfig:
           on obama_20s the held-out PSNR is 28.96 dB after 3000 steps, 28.77 after 4500 and 28.20
           after 9000 (docs/results.md) (longer fits match the training frames closer, not the held-out ones), while
           the rendered mouth follows unseen voices' driving landmarks at a mean r of 0.69, 0.72
-          and 0.76 (five voices): 4500 keeps most of that in half the time. Distortion weight
-          1e-2 (Mip-NeRF 360's): the head's surface is sharper, so rendering evaluates the field
-          at 67 k points a frame instead of 108 k (obama_20s; 17 % less time a frame), with
-          held-out PSNR and lip sync within the spread of fresh fits (docs/results.md).
+          and 0.76 (five voices): 4500 keeps most of that in half the time.
         * ``full``: 512x512 on a GPU, for a 3-5 minute video.
 
         Raises:
@@ -98,7 +95,7 @@ class RendererConfig:
                 steps=300, rays_per_batch=1024, lr_grid=3e-2, lr_mlp=1e-2, checkpoint_every=100,
             )
         if name == "quick":
-            return cls(deform_extrude="sight", distortion_weight=1e-2)
+            return cls(deform_extrude="sight")
         if name == "full":
             return cls(
                 deform_extrude="sight", resolution=512, n_samples=32, occupancy_resolution=96,
