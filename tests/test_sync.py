@@ -134,11 +134,11 @@ def test_an_out_of_sync_reference_is_reported_beyond_the_lags_evaluate_searches(
     rng = np.random.default_rng(1)
     sound = _smooth_noise(rng, 200)  # the driving mouth, from the reference's sound
     speaker = np.array([sound[min(max(t + k, 0), 199)] for t in range(200)]) + 0.1 * rng.standard_normal(200)
-    figures = reference_offset_figures(estimate_offset(sound, speaker))
+    figures = reference_offset_figures(estimate_offset(sound, speaker), frames=200)
     assert figures["frames"] == k and figures["ms"] == 40 * k and figures["r_at_offset"] > 0.9
     assert ("note" in figures) == noted
     if noted:
         assert f"sound is {abs(k)} frames ({40 * abs(k)} ms) {'behind' if k > 0 else 'ahead of'} its picture" in figures["note"]
         assert "note" not in reference_offset_figures(estimate_offset(sound, speaker), frames=50)  # too short to warn
         # a judge that follows the speaker nowhere (r under 0.3 even at its best lag) cannot tell an offset
-        assert "note" not in reference_offset_figures(SyncOffset(k, -0.5, 0.1))
+        assert "note" not in reference_offset_figures(SyncOffset(k, -0.5, 0.1), frames=200)

@@ -48,7 +48,7 @@ from ..emotions import EMOTIONS
 from ..errors import InputError
 from ..evaluation import metrics
 from ..face import redetect, track_frames
-from ..motion import estimate_offset, mouth_open
+from ..motion import SyncOffset, estimate_offset, mouth_open
 from ..render import Speaker, render_clip
 from ..store import Store
 from .speak import plan_motion
@@ -178,7 +178,7 @@ def reference_lipsync(
     return figures, series
 
 
-def reference_offset_figures(offset: Any, frames: int = MIN_OFFSET_FRAMES) -> dict[str, Any]:
+def reference_offset_figures(offset: SyncOffset, *, frames: int) -> dict[str, Any]:
     """The reference recording's audio-video offset as reported, with a note when it is out of sync.
 
     Args:
