@@ -6,6 +6,8 @@ Layout (see DESIGN.md)::
     <home>/identities/<name>/frames/                 crops, masks, background plate (PNG)
     <home>/identities/<name>/renderer.safetensors    head + torso NeRF
     <home>/identities/<name>/a2m.safetensors         person-specific audio-to-motion VAE
+    <home>/identities/<name>/*_gain.safetensors      calibrations: the mouth against the head pose,
+                                                     MediaPipe's gain, each emotion's gain
     <home>/identities/<name>/checkpoints/            resumable training state
     <home>/models/ldm.safetensors                    landmark deformation model
     <home>/models/mead_cache/                        cached MEAD landmarks

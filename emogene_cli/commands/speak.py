@@ -61,7 +61,8 @@ def speak_command(
             audio, store=store, emotion=emotion, track=emotion_track, transition=transition, identity=identity,
             intensity=intensity, output=output, preview=preview, device=dev, temperature=temperature, seed=seed,
             hubert=hubert, landmarks_only=landmarks_only, progress=update, on_track=show_track,
-            on_calibrate=lambda: console.print("note: measuring how strongly this face shows each emotion (once per identity, LDM and fit; up to a minute)"),
+            on_calibrate=lambda: console.print("note: measuring how this fit draws the mouth at each head pitch and each emotion's strength "
+                                               "(once per identity, LDM and fit; up to a minute)"),
         )
     total = sum(r.seconds.values())
     rows = [
@@ -71,6 +72,8 @@ def speak_command(
         ("silent", f"{r.silent_fraction:.0%} of frames (idle head poses)"),
         ("audio features", r.feature_kind),
         *([("emotion model", r.ldm)] if r.ldm else []),
+        *([("mouth vs head pitch", f"the renderer's mouth opened x{r.mouth_factors[0]:.2f}-{r.mouth_factors[1]:.2f} over the clip's "
+                                   "head poses (the fit's calibration)")] if r.mouth_factors else []),
         ("time", ", ".join(f"{k} {v:.1f} s" for k, v in r.seconds.items()) + f" (real-time factor {total / max(r.duration, 1e-6):.1f})"),
         ("wrote video", str(r.output)),
     ]

@@ -22,7 +22,7 @@ from .. import geometry
 from ..emotions import EMOTIONS
 from ..errors import NotFoundError
 from ..models.ldm import LandmarkDeformationModel, LDMConfig
-from ..motion import PostConfig, postprocess
+from ..motion import PostConfig, amplify_mouth, postprocess
 from ..render import Speaker
 from ..store import Store, load_artifact, load_model
 from .tracker_gain import apply_gain
@@ -74,6 +74,7 @@ def emotional_motion(
     ldm: LandmarkDeformationModel | None,
     post: PostConfig | None = None,
     seed: int = 0,
+    render_mouth_gain: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Neutral motion ``[T, 68, 3]`` + emotion weights ``[T, 8]`` -> the motion that drives the renderer.
 
@@ -103,13 +104,18 @@ def emotional_motion(
        (:meth:`~emogene_cli.models.renderer.TalkingHeadRenderer.render_image`), so that wide
        or narrowed eyes also show in the eyes' appearance.
 
+    ``render_mouth_gain [T]`` (optional) scales the neutral mouth's motion about the closed posture
+    frame by frame in what drives the renderer (``dense``, ``code``) but not in ``motion68``: the
+    renderer's calibration against the head pose (:meth:`~emogene_cli.render.PoseMouthGain.factors`
+    of the frames' poses), so that the rendered mouth opens as far as ``motion68`` says.
+
     Returns:
         ``emotional [T, 68, 3]`` (neutral + raw displacement), ``motion68 [T, 68, 3]`` (the
         post-processed sum), ``dense [T, 478, 3]`` (inter-ocular units) that deforms the
         renderer's head and ``code [T, 478, 3]``, the motion for its expression code.
 
     Raises:
-        ValueError: ``weights`` is not ``[T, 8]``.
+        ValueError: ``weights`` is not ``[T, 8]``, or ``render_mouth_gain`` not ``[T]``.
     """
     weights = np.asarray(weights, dtype=np.float32)
     if weights.shape != (len(neutral), len(EMOTIONS)):
@@ -124,7 +130,12 @@ def emotional_motion(
             displacement = ldm.mixed_displacement(n, torch.from_numpy(weights).to(dev)).cpu().numpy()
     base, displacement = postprocess(neutral, displacement, speaker.bank_motion, post or PostConfig(seed=seed),
                                      mouth_gain=speaker.mouth_gain, mouth_rest=speaker.mouth_rest)
-    dense, code = dense_motion(speaker, base, displacement, ldm)
+    drive = base
+    if render_mouth_gain is not None:
+        if speaker.mouth_rest is None:
+            raise ValueError("a per-frame mouth gain needs the speaker's closed-mouth posture (mouth_rest)")
+        drive = amplify_mouth(base, speaker.mouth_rest, render_mouth_gain)
+    dense, code = dense_motion(speaker, drive, displacement, ldm)
     return neutral + displacement, base + displacement, dense, code
 
 

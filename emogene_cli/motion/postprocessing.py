@@ -184,7 +184,7 @@ def mouth_rest(bank: np.ndarray, mean68: np.ndarray, iod: float, quantile: float
     return bank[closed].mean(0).astype(np.float32)
 
 
-def amplify_mouth(motion: np.ndarray, rest: np.ndarray, gain: float) -> np.ndarray:
+def amplify_mouth(motion: np.ndarray, rest: np.ndarray, gain: float | np.ndarray) -> np.ndarray:
     """Scale the mouth's motion about the closed posture: ``rest + gain * (motion - rest)``.
 
     Only the lips and the lower jaw line (:data:`LM68_MOUTH_GAIN`) move; a frame whose mouth is
@@ -193,16 +193,26 @@ def amplify_mouth(motion: np.ndarray, rest: np.ndarray, gain: float) -> np.ndarr
     any regression to the mean does, by the factor that :func:`measure_mouth_gain` measures.
 
     Args:
-        motion: ``[T, 68, 3]``; rest: ``[68, 3]`` (:func:`mouth_rest`); gain: 1 leaves it unchanged.
+        motion: ``[T, 68, 3]``; rest: ``[68, 3]`` (:func:`mouth_rest`); gain: one factor, or ``[T]``
+            one per frame (the renderer's pose calibration, :mod:`emogene_cli.render.pose_gain`);
+            1 leaves the mouth unchanged.
 
     Returns:
-        ``[T, 68, 3]``: a new array, or ``motion`` itself when ``gain`` is 1.
+        ``[T, 68, 3]``: a new array, or ``motion`` itself when every gain is 1.
+
+    Raises:
+        ValueError: per-frame gains for another number of frames.
     """
-    if gain == 1.0:
+    g = np.asarray(gain, dtype=np.float32)
+    if g.ndim == 1 and len(g) != len(motion):
+        raise ValueError(f"{len(g)} per-frame mouth gains for {len(motion)} frames")
+    if np.all(g == 1.0):
         return motion
+    if g.ndim == 1:
+        g = g[:, None, None]
     out = motion.copy()
     pts = LM68_MOUTH_GAIN
-    out[:, pts] = rest[pts] + gain * (motion[:, pts] - rest[pts])
+    out[:, pts] = rest[pts] + g * (motion[:, pts] - rest[pts])
     return out
 
 

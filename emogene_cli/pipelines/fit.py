@@ -23,7 +23,7 @@ from ..emotion import attach_calibration, emotion_gain_path, load_ldm, tracker_g
 from ..errors import EmogeneError, InputError
 from ..models.renderer import RendererConfig
 from ..motion import A2MTraining, SyncOffset, fit_person_a2m, load_a2m, pool_scores, resolve_a2m_mode, save_a2m, score_clip, validation_clips
-from ..render import evaluate_renderer, load_speaker, train_renderer
+from ..render import evaluate_renderer, identity_pose_mouth_gain, load_speaker, pose_gain_path, train_renderer
 from ..store import Store, atomic_write_bytes, load_artifact
 
 PRESETS = ("tiny", "quick", "full")
@@ -159,6 +159,10 @@ def fit_identity(
     paths = {"renderer": renderer_path, "audio-to-motion": person["path"], "checkpoint": ckpt}
     if preview is not None:
         paths["preview (real | rendered, held-out)"] = preview
+    t0 = time.perf_counter()
+    if identity_pose_mouth_gain(store, name, renderer, device, progress=progress) is not None:
+        paths["mouth vs head pitch"] = pose_gain_path(store, name)
+    seconds["pose_calibration"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     paths.update(_calibrate(store, name, device, progress))
     if store.ldm_file.is_file():

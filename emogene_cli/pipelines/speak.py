@@ -44,7 +44,9 @@ class MotionPlan:
     ``[T, 478, 3]`` is the post-processed dense motion that deforms the renderer's head and
     ``code_motion [T, 478, 3]`` the motion that sets its expression code (``motion`` with the
     eyelids and mouth corners of the neutral motion, see :func:`emotional_motion`); ``poses [T, 4, 4]``;
-    ``active [T]`` voice activity.
+    ``active [T]`` voice activity. ``motion`` and ``code_motion`` open the mouth by ``mouth_factors [T]``
+    (the renderer's calibration at each frame's head pitch, :class:`~emogene_cli.render.PoseMouthGain`;
+    None without one) about the closed posture; ``motion68`` is the mouth as planned.
     """
 
     neutral: np.ndarray
@@ -55,6 +57,7 @@ class MotionPlan:
     active: np.ndarray
     feature_note: str = ""
     code_motion: np.ndarray | None = None
+    mouth_factors: np.ndarray | None = None
 
 
 def plan_motion(
@@ -82,11 +85,15 @@ def plan_motion(
     neutral = predict_motion(speaker.a2m, feats.features, feats.f0, temperature=temperature, seed=seed, device=speaker.device)
     if weights is None:
         weights = one_hot_weights(emotion, intensity, T)
-    emotional, motion68, motion, code_motion = emotional_motion(speaker, neutral, weights, ldm=ldm, post=post, seed=seed)
     active = voice_activity(audio, T)
     poses = sample_poses(speaker.bank_poses, active, face_size=speaker.face_size, idle_segments=speaker.idle_segments, seed=seed)
+    factors = None if speaker.pose_mouth_gain is None else speaker.pose_mouth_gain.factors(poses)
+    if factors is not None and np.all(factors == 1.0):  # a fit without a measurable tie
+        factors = None
+    emotional, motion68, motion, code_motion = emotional_motion(speaker, neutral, weights, ldm=ldm, post=post, seed=seed,
+                                                                render_mouth_gain=factors)
     return MotionPlan(neutral=neutral, emotional=emotional, motion68=motion68, motion=motion, poses=poses, active=active,
-                      feature_note=feats.note, code_motion=code_motion)
+                      feature_note=feats.note, code_motion=code_motion, mouth_factors=factors)
 
 
 @dataclass
@@ -110,6 +117,7 @@ class SpeakResult:
     seconds: dict[str, float] = field(default_factory=dict)
     ldm: str = ""  # which landmark deformation model was used (Store.ldm_label), "" when none
     track: list[TrackRow] | None = None
+    mouth_factors: tuple[float, float] | None = None  # smallest and largest MotionPlan.mouth_factors; None without
     warnings: list[str] = field(default_factory=list)
 
 
@@ -155,9 +163,10 @@ def speak(
             (not with ``all``).
         on_track: called as ``on_track(rows used, warnings, audio seconds)`` once the track
             is cut to the audio, before any model loads.
-        on_calibrate: called before the identity's calibration is measured (the first
-            emotional speak after a new LDM, preprocess or fit, up to a minute; see
-            :func:`attach_calibration`).
+        on_calibrate: called once before the identity's calibrations are measured (the
+            renderer's mouth against the head pitch after a new preprocess or fit, about 20 s, see
+            :func:`~emogene_cli.render.load_speaker`; the emotion gains on the first emotional
+            speak after a new LDM, preprocess or fit, up to a minute, see :func:`attach_calibration`).
         landmarks_only: write only the driving landmarks (``<output stem>_landmarks.mp4`` by
             default; no renderer needed, see :func:`load_landmark_speaker`): an identity that
             was only preprocessed is driven by the generic audio-to-motion model.
@@ -212,13 +221,20 @@ def speak(
         weights = np.zeros((T, len(EMOTIONS)), np.float32)  # the grid plans neutral first
     emotive = grid or bool(np.delete(weights, EMOTIONS.index("neutral"), axis=1).any())
     which = ""
+    told: list[bool] = []
+
+    def calibrating() -> None:  # one note for however many calibrations are measured
+        if on_calibrate is not None and not told:
+            told.append(True)
+            on_calibrate()
+
     if landmarks_only:
         speaker, which = load_landmark_speaker(store, identity, device)
     else:
-        speaker = load_speaker(store, identity, device)
+        speaker = load_speaker(store, identity, device, on_measure=calibrating)
     ldm = load_ldm(store, device) if emotive and intensity > 0 else None
     if ldm is not None and not landmarks_only:
-        attach_calibration(speaker, store, ldm, on_measure=on_calibrate, progress=progress)
+        attach_calibration(speaker, store, ldm, on_measure=calibrating, progress=progress)
     seconds["load"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -227,7 +243,8 @@ def speak(
     motions = [(plan.motion, plan.code_motion)]
     if grid:  # the same neutral motion and poses, each emotion's displacement on top
         motions = [(plan.motion, plan.code_motion) if e == "neutral" else
-                   emotional_motion(speaker, plan.neutral, one_hot_weights(e, intensity, T), ldm=ldm, post=post, seed=seed)[2:]
+                   emotional_motion(speaker, plan.neutral, one_hot_weights(e, intensity, T), ldm=ldm, post=post, seed=seed,
+                                    render_mouth_gain=plan.mouth_factors)[2:]
                    for e in EMOTIONS]
     seconds["motion"] = time.perf_counter() - t0
     if landmarks_only:
@@ -276,6 +293,7 @@ def speak(
         preview=preview_path, silent_fraction=float(1.0 - plan.active.mean()), feature_kind=speaker.feature_kind,
         feature_note=plan.feature_note, seconds=seconds, track=rows, warnings=warnings,
         ldm=store.ldm_label() if ldm is not None else "",
+        mouth_factors=None if plan.mouth_factors is None else (float(plan.mouth_factors.min()), float(plan.mouth_factors.max())),
     )
 
 

@@ -9,15 +9,18 @@ Usage::
 
 Modules: :mod:`.fitting` (training and held-out evaluation of
 :class:`~emogene_cli.models.renderer.TalkingHeadRenderer`), :mod:`.speaker` (a fitted
-identity loaded for speaking), :mod:`.frames` (driving-landmark images, labelled grids).
+identity loaded for speaking), :mod:`.pose_gain` (the rendered mouth's opening against the head
+pitch, measured through the renderer), :mod:`.frames` (driving-landmark images, labelled grids).
 The names below are the package's public face.
 """
 
 from .fitting import RendererData, evaluate_renderer, train_renderer
 from .frames import GRID_COLUMNS, compose_grid, draw_landmarks, render_clip, render_grid
+from .pose_gain import PoseMouthGain, identity_pose_mouth_gain, pose_gain_path
 from .speaker import Speaker, load_landmark_speaker, load_speaker
 
 __all__ = [
-    "GRID_COLUMNS", "RendererData", "Speaker", "compose_grid", "draw_landmarks", "evaluate_renderer", "load_landmark_speaker",
-    "load_speaker", "render_clip", "render_grid", "train_renderer",
+    "GRID_COLUMNS", "PoseMouthGain", "RendererData", "Speaker", "compose_grid", "draw_landmarks", "evaluate_renderer",
+    "identity_pose_mouth_gain", "load_landmark_speaker", "load_speaker", "pose_gain_path", "render_clip", "render_grid",
+    "train_renderer",
 ]

@@ -12,6 +12,7 @@ and the emotion calibrations (:mod:`emogene_cli.emotion`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -23,6 +24,7 @@ from ..models.a2m import AudioToMotionVAE
 from ..models.renderer import TalkingHeadRenderer
 from ..motion import find_idle_segments, load_a2m, mouth_rest
 from ..store import Store
+from .pose_gain import PoseMouthGain, identity_pose_mouth_gain
 
 
 @dataclass
@@ -39,7 +41,9 @@ class Speaker:
     None until measured. ``mouth_gain``: how much wider the identity's real mouth moves than its
     post-processed audio-to-motion output on held-out audio (fit-identity; 1.0 for models made
     before it or for the generic model), applied about ``mouth_rest [68, 3]``, its closed-mouth
-    posture (:func:`~emogene_cli.motion.postprocessing.amplify_mouth`).
+    posture (:func:`~emogene_cli.motion.postprocessing.amplify_mouth`). ``pose_mouth_gain``: how far the
+    renderer opens the mouth at each head pitch (:mod:`.pose_gain`), set by :func:`load_speaker`; None
+    without a renderer or where it could not be measured.
     """
 
     name: str
@@ -59,10 +63,14 @@ class Speaker:
     emotion_gain: np.ndarray | None = None
     mouth_gain: float = 1.0
     mouth_rest: np.ndarray | None = None
+    pose_mouth_gain: PoseMouthGain | None = None
 
 
-def load_speaker(store: Store, name: str | None, device: str = "cpu") -> Speaker:
-    """Load a fitted identity's renderer, audio-to-motion model and pose bank.
+def load_speaker(store: Store, name: str | None, device: str = "cpu", *,
+                 on_measure: Callable[[], None] | None = None) -> Speaker:
+    """Load a fitted identity's renderer, audio-to-motion model, pose bank and the renderer's mouth
+    calibration against the head pose (:func:`.pose_gain.identity_pose_mouth_gain`: stored by
+    fit-identity, or measured here once, about 20 s; ``on_measure()`` is called before).
 
     Raises:
         NotFoundError: the identity is unknown or not fitted (lists the fitted ones).
@@ -73,7 +81,9 @@ def load_speaker(store: Store, name: str | None, device: str = "cpu") -> Speaker
     a2m, art = load_a2m(store.a2m_path(name), device=device)
     data = load_identity(store, name, size=renderer.config.resolution, with_images=False)
     check_kind(data.feature_kind, art.feature_kind or data.feature_kind, store.a2m_path(name))
-    return _speaker(name, data, renderer, a2m, device, mouth_gain=_mouth_gain(art.metadata))
+    speaker = _speaker(name, data, renderer, a2m, device, mouth_gain=_mouth_gain(art.metadata))
+    speaker.pose_mouth_gain = identity_pose_mouth_gain(store, name, renderer, device, on_measure=on_measure)
+    return speaker
 
 
 def _mouth_gain(metadata: dict[str, str]) -> float:
