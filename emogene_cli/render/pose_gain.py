@@ -21,8 +21,7 @@ This calibration measures the tie through the renderer and ``speak`` undoes it:
    single groups scatter by ±10 %);
 3. :meth:`PoseMouthGain.factors` gives each output frame the inverse of that line at its pitch,
    relative to the median group's pitch (flat beyond the lowest and highest group, clipped to
-   ``FACTOR_RANGE``); ``speak``
-   scales the mouth's motion by it about the closed posture
+   ``FACTOR_RANGE``); ``speak`` scales the mouth's motion by it about the closed posture
    (:func:`~emogene_cli.motion.amplify_mouth`, so a closure stays closed) in what drives the
    renderer only: the driving landmarks, and every figure measured against them, stay as planned.
 
