@@ -107,7 +107,9 @@ def emotional_motion(
     ``render_mouth_gain [T]`` (optional) scales the neutral mouth's motion about the closed posture
     frame by frame in what drives the renderer (``dense``, ``code``) but not in ``motion68``: the
     renderer's calibration against the head pose (:meth:`~emogene_cli.render.PoseMouthGain.factors`
-    of the frames' poses), so that the rendered mouth opens as far as ``motion68`` says.
+    of the frames' poses), so that the rendered mouth opens as far as ``motion68`` says. It is
+    applied after post-processing's clamp to the identity's range: the clamp bounds the planned
+    landmarks, and the factor only makes up for what the renderer draws smaller or larger at a pose.
 
     Returns:
         ``emotional [T, 68, 3]`` (neutral + raw displacement), ``motion68 [T, 68, 3]`` (the

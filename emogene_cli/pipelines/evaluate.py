@@ -45,7 +45,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .. import __version__, geometry
-from ..audio import SAMPLES_PER_FRAME, load_audio, loudness_envelope
+from ..audio import SAMPLES_PER_FRAME, frames_for, load_audio, loudness_envelope
 from ..dataset import IdentityData, heldout_frames, load_identity
 from ..emotion import load_ldm
 from ..errors import EmogeneError, NotFoundError
@@ -151,9 +151,12 @@ def _audio_driven(speaker: Speaker, data: IdentityData, held: np.ndarray, real_t
     audio = np.zeros(stop - start, np.float32)
     piece = data.audio[max(start, 0):stop]
     audio[max(0, -start) : max(0, -start) + len(piece)] = piece
-    plan = plan_motion(speaker, audio, emotion="neutral", seed=seed, hubert=hubert, store_dir=store.third_party_dir)
+    n = frames_for(audio)
+    poses = data.poses[held[:n]]  # the real held-out poses, held on the last one if the audio runs longer
+    poses = np.concatenate([poses, np.repeat(poses[-1:], n - len(poses), 0)]) if len(poses) < n else poses
+    plan = plan_motion(speaker, audio, emotion="neutral", seed=seed, hubert=hubert, store_dir=store.third_party_dir, poses=poses)
     T = min(len(plan.motion), len(held))
-    frames = render_clip(speaker, data.poses[held[:T]], plan.motion[:T], device,
+    frames = render_clip(speaker, plan.poses[:T], plan.motion[:T], device,
                          code_motion=None if plan.code_motion is None else plan.code_motion[:T],
                          progress=lambda d, n: _report(progress, "audio-driven", d, n))
     track = redetect(frames, store)
@@ -173,6 +176,9 @@ def _audio_driven(speaker: Speaker, data: IdentityData, held: np.ndarray, real_t
         "lipsync_corr_real_video": real_corr, "lipsync_lag_real_video": real_lag,
         "face_found_rendered": track.found_fraction,
         "sync_offset": offset, "mouth_gain": speaker.mouth_gain,
+        # the renderer's mouth calibration at the held-out poses (render.pose_gain); None without one
+        "mouth_factor_min": None if plan.mouth_factors is None else float(plan.mouth_factors[:T].min()),
+        "mouth_factor_max": None if plan.mouth_factors is None else float(plan.mouth_factors[:T].max()),
         "note": "motion from the held-out audio (speak's pipeline), head poses from the real held-out frames"
                 + (f"; the sound moved {offset:+d} frames, the recording's audio-video offset" if offset else "")
                 + (f"; the mouth gain ({speaker.mouth_gain:.2f}) was measured by fit-identity on the audio-to-motion model's "

@@ -73,12 +73,18 @@ def plan_motion(
     hubert: str | None = None,
     store_dir: Path | None = None,
     post: PostConfig | None = None,
+    poses: np.ndarray | None = None,
 ) -> MotionPlan:
     """Audio (``[N]`` float32, 16 kHz) -> landmarks and head poses for every output frame.
 
     ``weights [T, 8]`` (over :data:`EMOTIONS`, intensity folded in; see
     :mod:`emogene_cli.emotion.control`) directs the emotion frame by frame; without it the
-    whole clip gets ``emotion`` × ``intensity``.
+    whole clip gets ``emotion`` × ``intensity``. ``poses [T, 4, 4]``: the head poses to render at
+    (e.g. a real video's, for evaluation); default sampled from the identity's pose bank as
+    ``speak`` does. The renderer's mouth calibration is taken at these poses.
+
+    Raises:
+        ValueError: ``poses`` not ``[T, 4, 4]``.
     """
     T = frames_for(audio)
     feats = compute_audio_features(audio, num_frames=T, kind=speaker.feature_kind, hubert=hubert, device=speaker.device, store_dir=store_dir)
@@ -86,7 +92,10 @@ def plan_motion(
     if weights is None:
         weights = one_hot_weights(emotion, intensity, T)
     active = voice_activity(audio, T)
-    poses = sample_poses(speaker.bank_poses, active, face_size=speaker.face_size, idle_segments=speaker.idle_segments, seed=seed)
+    if poses is None:
+        poses = sample_poses(speaker.bank_poses, active, face_size=speaker.face_size, idle_segments=speaker.idle_segments, seed=seed)
+    elif np.shape(poses) != (T, 4, 4):
+        raise ValueError(f"poses of shape {np.shape(poses)} for {T} frames of audio (need [{T}, 4, 4])")
     factors = None if speaker.pose_mouth_gain is None else speaker.pose_mouth_gain.factors(poses)
     if factors is not None and np.all(factors == 1.0):  # a fit without a measurable tie
         factors = None

@@ -173,9 +173,9 @@ def pose_gain_path(store: Store, name: str) -> Path:
     return store.identity_dir(name) / "pose_mouth_gain.safetensors"
 
 
-def _stamp(store: Store, name: str) -> str:
-    """What a calibration depends on: this module's version and frame count, the dataset and the renderer file."""
-    return f"{VERSION}:{CALIBRATION_FRAMES}:{source_stamp(store.dataset_path(name))}:{source_stamp(store.renderer_path(name))}"
+def _stamp(store: Store, name: str, frames: int = CALIBRATION_FRAMES) -> str:
+    """What a calibration depends on: this module's version, its frame count, the dataset and the renderer file."""
+    return f"{VERSION}:{frames}:{source_stamp(store.dataset_path(name))}:{source_stamp(store.renderer_path(name))}"
 
 
 def stored_pose_mouth_gain(store: Store, name: str) -> tuple[bool, PoseMouthGain | None]:
@@ -206,7 +206,8 @@ def calibrate_pose_mouth_gain(store: Store, name: str, renderer: TalkingHeadRend
 
     ``frames × 5`` renders at the renderer's resolution, re-tracked (about 20 s at 256x256 on 2 CPU
     cores). Written to ``identities/NAME/pose_mouth_gain.safetensors`` with the stamp of the
-    dataset and the renderer file (:func:`load_pose_mouth_gain` ignores it when either changed).
+    dataset, the renderer file and ``frames`` (:func:`load_pose_mouth_gain` ignores it when any of them changed,
+    or when ``frames`` is not ``CALIBRATION_FRAMES``).
     ``progress("mouth vs pose", poses done, poses)``.
 
     Raises:
@@ -231,7 +232,7 @@ def calibrate_pose_mouth_gain(store: Store, name: str, renderer: TalkingHeadRend
               "pitch_deg": [round(float(p), 2) for p in gain.pitch], "factor": [round(float(np.exp(-r)), 3) for r in gain.log_ratio],
               "slope_per_deg": round(gain.slope, 5), "slope_se": round(gain.slope_se, 5)}
     save_artifact(pose_gain_path(store, name), {"pitch": gain.pitch, "log_ratio": gain.log_ratio}, producer="pose-mouth-gain",
-                  params=params, extra={"calibrated_for": _stamp(store, name), "frames": str(gain.frames),
+                  params=params, extra={"calibrated_for": _stamp(store, name, frames), "frames": str(gain.frames),
                                         "slope": repr(gain.slope), "slope_se": repr(gain.slope_se)})
     return gain
 
