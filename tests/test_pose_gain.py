@@ -163,7 +163,7 @@ def test_a_calibration_is_measured_once_per_dataset_and_renderer_even_when_it_fa
     calls = []
     result = PoseMouthGain(pitch=np.array([0.0, 5.0], np.float32), log_ratio=np.array([0.0, -0.1], np.float32), frames=20)
 
-    def calibrate(store_, name, renderer, device="cpu", progress=None):
+    def calibrate(store_, name, renderer, device="cpu", progress=None, data=None):
         calls.append(name)
         if len(calls) == 1:
             raise PoseGainError("3 of 24 renders at pitch 0.0° re-tracked with an open mouth")

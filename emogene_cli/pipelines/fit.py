@@ -160,7 +160,7 @@ def fit_identity(
     if preview is not None:
         paths["preview (real | rendered, held-out)"] = preview
     t0 = time.perf_counter()
-    if identity_pose_mouth_gain(store, name, renderer, device, progress=progress) is not None:
+    if identity_pose_mouth_gain(store, name, renderer, device, progress=progress, data=data) is not None:
         paths["mouth vs head pitch"] = pose_gain_path(store, name)
     seconds["pose_calibration"] = time.perf_counter() - t0
     t0 = time.perf_counter()

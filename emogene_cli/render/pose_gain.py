@@ -40,7 +40,7 @@ from typing import Callable
 import numpy as np
 
 from .. import geometry
-from ..dataset import load_identity, split_frames
+from ..dataset import IdentityData, load_identity, split_frames
 from ..face import redetect, source_stamp
 from ..models.renderer import TalkingHeadRenderer
 from ..store import Store, load_artifact, save_artifact
@@ -122,7 +122,8 @@ def measure_pose_mouth_gain(
     poses = np.asarray(poses)
     if poses.ndim == 3:
         poses = np.repeat(poses[:, None], len(motion), 1)
-    pitch = head_pitch(poses).mean(1)
+    pitches = head_pitch(poses)  # [P, N]
+    pitch = pitches.mean(1)
     order = np.argsort(pitch, kind="stable")
     xs, ys, counts = [], [], []
     for p in order:
@@ -132,7 +133,7 @@ def measure_pose_mouth_gain(
         ok = np.asarray(found, bool) & np.isfinite(gap) & (gap > MIN_GAP) & (driving_gap > MIN_GAP)
         if ok.sum() < MIN_FOUND * len(motion):
             raise PoseGainError(f"{int(ok.sum())} of {len(motion)} renders at pitch {pitch[p]:.1f}° re-tracked with an open mouth")
-        xs.append(head_pitch(poses[p])[ok])
+        xs.append(pitches[p][ok])
         ys.append(np.log(gap[ok] / driving_gap[ok]))
         counts.append(int(ok.sum()))
         if progress is not None:
@@ -201,20 +202,23 @@ def load_pose_mouth_gain(store: Store, name: str) -> PoseMouthGain | None:
 
 
 def calibrate_pose_mouth_gain(store: Store, name: str, renderer: TalkingHeadRenderer, device: str = "cpu",
-                              frames: int = CALIBRATION_FRAMES, progress: Callable[..., None] | None = None) -> PoseMouthGain:
+                              frames: int = CALIBRATION_FRAMES, progress: Callable[..., None] | None = None,
+                              data: IdentityData | None = None) -> PoseMouthGain:
     """Measure the identity's calibration (:func:`measure_pose_mouth_gain`) and save it.
 
     ``frames × 5`` renders at the renderer's resolution, re-tracked (about 20 s at 256x256 on 2 CPU
     cores). Written to ``identities/NAME/pose_mouth_gain.safetensors`` with the stamp of the
     dataset, the renderer file and ``frames`` (:func:`load_pose_mouth_gain` ignores it when any of them changed,
     or when ``frames`` is not ``CALIBRATION_FRAMES``).
-    ``progress("mouth vs pose", poses done, poses)``.
+    ``progress("mouth vs pose", poses done, poses)``. ``data``: the identity already loaded at the
+    renderer's resolution (images not needed), else it is loaded here.
 
     Raises:
         NotFoundError: the identity was not preprocessed.
         PoseGainError: too few renders re-tracked with an open mouth.
     """
-    data = load_identity(store, name, size=renderer.config.resolution, with_images=False)
+    if data is None:
+        data = load_identity(store, name, size=renderer.config.resolution, with_images=False)
     pick, pose_idx = calibration_inputs(data, frames)
     motion = geometry.dense_motion(data.canonical[pick], data.mean_shape, data.iod)
     driving = geometry.mouth_opening_pose_free(data.landmarks[pick], data.mean_shape)
@@ -239,8 +243,10 @@ def calibrate_pose_mouth_gain(store: Store, name: str, renderer: TalkingHeadRend
 
 def identity_pose_mouth_gain(store: Store, name: str, renderer: TalkingHeadRenderer, device: str = "cpu",
                              on_measure: Callable[[], None] | None = None,
-                             progress: Callable[..., None] | None = None) -> PoseMouthGain | None:
-    """The stored calibration, else measured once and saved (``on_measure()`` is called first).
+                             progress: Callable[..., None] | None = None,
+                             data: IdentityData | None = None) -> PoseMouthGain | None:
+    """The stored calibration, else measured once and saved (``on_measure()`` is called first;
+    ``data`` as in :func:`calibrate_pose_mouth_gain`).
 
     None when too few renders were re-tracked (e.g. a renderer trained for seconds): the mouth is
     then rendered without it, and that outcome is stored too, so it is not measured again until
@@ -252,7 +258,7 @@ def identity_pose_mouth_gain(store: Store, name: str, renderer: TalkingHeadRende
     if on_measure is not None:
         on_measure()
     try:
-        return calibrate_pose_mouth_gain(store, name, renderer, device, progress=progress)
+        return calibrate_pose_mouth_gain(store, name, renderer, device, progress=progress, data=data)
     except PoseGainError as e:
         nan = np.full(1, np.nan, np.float32)
         save_artifact(pose_gain_path(store, name), {"pitch": nan, "log_ratio": nan}, producer="pose-mouth-gain",

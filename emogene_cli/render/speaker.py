@@ -82,7 +82,7 @@ def load_speaker(store: Store, name: str | None, device: str = "cpu", *,
     data = load_identity(store, name, size=renderer.config.resolution, with_images=False)
     check_kind(data.feature_kind, art.feature_kind or data.feature_kind, store.a2m_path(name))
     speaker = _speaker(name, data, renderer, a2m, device, mouth_gain=_mouth_gain(art.metadata))
-    speaker.pose_mouth_gain = identity_pose_mouth_gain(store, name, renderer, device, on_measure=on_measure)
+    speaker.pose_mouth_gain = identity_pose_mouth_gain(store, name, renderer, device, on_measure=on_measure, data=data)
     return speaker
 
 
