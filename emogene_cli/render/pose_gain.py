@@ -157,7 +157,8 @@ def calibration_inputs(data, frames: int = CALIBRATION_FRAMES) -> tuple[np.ndarr
     over them in time), and for each of ``PITCH_QUANTILES`` the N training frames whose pitch lies
     nearest it (shuffled with a fixed seed, so that no motion always meets the same pose)."""
     train_idx, _ = split_frames(len(data.motion))
-    train_idx = train_idx[np.asarray(data.face_found)[train_idx]] if np.asarray(data.face_found)[train_idx].any() else train_idx
+    found = np.asarray(data.face_found)[train_idx]
+    train_idx = train_idx[found] if found.any() else train_idx
     gap = geometry.mouth_opening_pose_free(data.landmarks[train_idx], data.mean_shape)
     lo, hi = np.nanpercentile(gap, OPENING_PERCENTILES)
     cand = train_idx[(gap >= lo) & (gap <= hi)]
