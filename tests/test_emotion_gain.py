@@ -110,7 +110,7 @@ def test_speak_scales_each_emotion_by_its_gain():
     assert np.allclose(out["happy", False], out["happy", True])
 
 
-def test_speak_opens_the_mouth_by_the_identity_s_mouth_gain_about_its_closed_posture():
+def test_speak_widens_the_mouth_s_spread_by_the_identity_s_mouth_gain_about_its_mean_posture():
     from emogene_cli import geometry
     from emogene_cli.emotion.motion_to_emotion import emotional_motion
     from emogene_cli.emotions import EMOTIONS
@@ -125,8 +125,9 @@ def test_speak_opens_the_mouth_by_the_identity_s_mouth_gain_about_its_closed_pos
     lift_w = np.zeros((478 * 3, 68 * 3), np.float32)
     lift_w[(geometry.LM68_FROM_LM478[:, None] * 3 + np.arange(3)).ravel(), np.arange(68 * 3)] = 1.0
     rest = mouth_rest(bank, mean68, 1.0)
-    neutral = 0.5 * bank[:T]  # a model that opens half as wide
-    spread = {}
+    pivot = bank.mean(0)
+    neutral = pivot + 0.5 * (bank[:T] - pivot)  # a model that regresses halfway to the identity's mean
+    spread, typical = {}, {}
     for gain in (1.0, 1.5):
         speaker = types.SimpleNamespace(bank_motion=bank, lift=(lift_w, None), tracker_gain=None,
                                         emotion_gain=None, mouth_gain=gain, mouth_rest=rest)
@@ -134,7 +135,9 @@ def test_speak_opens_the_mouth_by_the_identity_s_mouth_gain_about_its_closed_pos
         weights[:, EMOTIONS.index("neutral")] = 1.0
         _, motion68, _, _ = emotional_motion(speaker, neutral, weights, ldm=None)
         spread[gain] = geometry.mouth_opening(motion68).std()
+        typical[gain] = geometry.mouth_opening(motion68).mean()
     assert spread[1.5] == pytest.approx(1.5 * spread[1.0], rel=0.02)
+    assert typical[1.5] == pytest.approx(typical[1.0], rel=0.02)  # about the mean: the typical opening stays
     assert _mouth_gain({"mouth_gain": "1.2500"}) == 1.25 and _mouth_gain({}) == 1.0  # older files: no gain
 
 

@@ -164,6 +164,41 @@ def test_amplify_mouth_scales_the_opening_about_the_closed_posture_and_nothing_e
         pp.postprocess_neutral(bank, bank, mouth_gain=1.5)
 
 
+def test_amplify_mouth_about_the_mean_keeps_the_typical_opening_and_stops_at_the_closed_posture():
+    rng = np.random.default_rng(2)
+    bank, a = opening_motion(rng)
+    rest = pp.mouth_rest(bank, np.zeros((68, 3), np.float32), 1.0)
+    pivot = bank.mean(0)
+    motion = bank.copy()
+    motion[5, 66, 1] = -0.01  # a frame whose lips already press past the closed posture
+    free = pp.amplify_mouth(motion, pivot, 1.5)
+    out = pp.amplify_mouth(motion, pivot, 1.5, closed=rest)
+    gap = out[:, 66, 1] - out[:, 62, 1]
+    assert (free[:, 66, 1] - free[:, 62, 1]).min() < -0.01  # unbounded, the lips would cross
+    assert gap[np.arange(len(gap)) != 5].min() >= rest[66, 1] - rest[62, 1] - 1e-7  # bounded: never closer than at rest
+    np.testing.assert_array_equal(out[5], motion[5])  # already closer: left as it was
+    wide = (a > pivot[66, 1]) & (np.arange(len(a)) != 5)  # above the mean: 1.5 times as far from it, the chin along
+    np.testing.assert_allclose(out[wide, 66, 1], pivot[66, 1] + 1.5 * (a[wide] - pivot[66, 1]), atol=1e-6)
+    np.testing.assert_allclose(out[wide, 8, 1], pivot[8, 1] + 1.5 * (0.8 * a[wide] - pivot[8, 1]), atol=1e-6)
+    np.testing.assert_array_equal(out[:, 19], motion[:, 19])
+    # frames that scaling would close past the floor land on it, the whole mouth moved by the same fraction
+    floored = (free[:, 66, 1] < 0) & (a > 0) & (np.arange(len(a)) != 5)
+    assert floored.any()
+    np.testing.assert_allclose(gap[floored], 0.0, atol=1e-6)
+    t = (out[floored, 66, 1] - motion[floored, 66, 1]) / (free[floored, 66, 1] - motion[floored, 66, 1])
+    t8 = (out[floored, 8, 1] - motion[floored, 8, 1]) / (free[floored, 8, 1] - motion[floored, 8, 1])
+    assert np.all((t > 0) & (t < 1)) and np.allclose(t8, t, atol=1e-5)
+
+
+def test_a_mouth_gain_below_one_narrows_about_the_closed_posture_and_keeps_closures():
+    rng = np.random.default_rng(3)
+    bank, a = opening_motion(rng)
+    rest = pp.mouth_rest(bank, np.zeros((68, 3), np.float32), 1.0)
+    out = pp.postprocess_neutral(bank, bank, pp.PostConfig(blinks=False), mouth_gain=0.8, mouth_rest=rest)
+    plain = pp.postprocess_neutral(bank, bank, pp.PostConfig(blinks=False))
+    np.testing.assert_allclose(out[:, 66, 1], rest[66, 1] + 0.8 * (plain[:, 66, 1] - rest[66, 1]), atol=1e-6)
+
+
 def test_measure_mouth_gain_is_the_real_over_the_predicted_spread_after_post_processing():
     rng = np.random.default_rng(1)
     bank, _ = opening_motion(rng, 600)

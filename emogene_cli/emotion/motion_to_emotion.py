@@ -86,9 +86,10 @@ def emotional_motion(
        :data:`.gain.GAIN_MAX`: how much more motion this face needs to show the
        emotion as strongly as the actors);
     2. :func:`postprocess`: the neutral motion alone is projected onto the identity's own
-       landmark manifold, smoothed, its mouth scaled by the identity's mouth gain
-       (:attr:`Speaker.mouth_gain`), clamped to its range and given blinks; the displacement
-       is only low-passed in time, so the emotion keeps its full size;
+       landmark manifold, smoothed, its mouth's spread scaled by the identity's mouth gain
+       (:attr:`Speaker.mouth_gain`) about its mean posture and no closer than its closed one,
+       clamped to its range and given blinks; the displacement is only low-passed in time, so
+       the emotion keeps its full size;
     3. both are lifted to the 478 face-mesh points: the neutral motion with the identity's
        own map (:attr:`Speaker.lift`), the displacement with the map fitted on the MEAD
        actors' emotional faces (``ldm.lift``) and divided by MediaPipe's gain on this face
@@ -136,7 +137,7 @@ def emotional_motion(
     if render_mouth_gain is not None:
         if speaker.mouth_rest is None:
             raise ValueError("a per-frame mouth gain needs the speaker's closed-mouth posture (mouth_rest)")
-        drive = amplify_mouth(base, speaker.mouth_rest, render_mouth_gain)
+        drive = amplify_mouth(base, speaker.mouth_rest, render_mouth_gain, closed=speaker.mouth_rest)
     dense, code = dense_motion(speaker, drive, displacement, ldm)
     return neutral + displacement, base + displacement, dense, code
 

@@ -184,18 +184,27 @@ def mouth_rest(bank: np.ndarray, mean68: np.ndarray, iod: float, quantile: float
     return bank[closed].mean(0).astype(np.float32)
 
 
-def amplify_mouth(motion: np.ndarray, rest: np.ndarray, gain: float | np.ndarray) -> np.ndarray:
-    """Scale the mouth's motion about the closed posture: ``rest + gain * (motion - rest)``.
+def amplify_mouth(motion: np.ndarray, pivot: np.ndarray, gain: float | np.ndarray, *,
+                  closed: np.ndarray | None = None) -> np.ndarray:
+    """Scale the mouth's motion about a posture: ``pivot + gain * (motion - pivot)``.
 
-    Only the lips and the lower jaw line (:data:`LM68_MOUTH_GAIN`) move; a frame whose mouth is
-    at ``rest`` (a "p", "b" or "m") stays closed, an open one opens ``gain`` times as far.
-    This is variance matching on the mouth: a VAE decoded at its mean under-articulates, as
-    any regression to the mean does, by the factor that :func:`measure_mouth_gain` measures.
+    Only the lips and the lower jaw line (:data:`LM68_MOUTH_GAIN`) move. About the closed
+    posture (:func:`mouth_rest`) a frame at rest (a "p", "b" or "m") stays closed and an open
+    one opens ``gain`` times as far; this is how the renderer's pose calibration, a ratio of
+    gaps, is applied. About the identity's mean posture the mouth's spread widens and its
+    typical opening stays: variance matching, for a VAE decoded near its mean that
+    under-articulates as any regression to the mean does (the factor that
+    :func:`measure_mouth_gain` measures).
+
+    ``closed`` (``[68, 3]``, :func:`mouth_rest`) is a floor: where scaling would bring the lips
+    closer than in that posture (the vertical gap of the inner lips' midpoints, points 62 and
+    66), the frame moves only as far as that gap, or stays as it was if it was closer already,
+    so the lips' midpoints never press past the identity's own closure nor cross.
 
     Args:
-        motion: ``[T, 68, 3]``; rest: ``[68, 3]`` (:func:`mouth_rest`); gain: one factor, or ``[T]``
-            one per frame (the renderer's pose calibration, :mod:`emogene_cli.render.pose_gain`);
-            1 leaves the mouth unchanged.
+        motion: ``[T, 68, 3]``; pivot: ``[68, 3]``; gain: one factor, or ``[T]`` one per frame (the
+            renderer's pose calibration, :mod:`emogene_cli.render.pose_gain`); 1 leaves the mouth
+            unchanged. All in inter-ocular units.
 
     Returns:
         ``[T, 68, 3]``: a new array, or ``motion`` itself when every gain is 1.
@@ -212,8 +221,21 @@ def amplify_mouth(motion: np.ndarray, rest: np.ndarray, gain: float | np.ndarray
         g = g[:, None, None]
     out = motion.copy()
     pts = LM68_MOUTH_GAIN
-    out[:, pts] = rest[pts] + g * (motion[:, pts] - rest[pts])
+    out[:, pts] = pivot[pts] + g * (motion[:, pts] - pivot[pts])
+    if closed is not None:
+        before, after = _lip_gap(motion), _lip_gap(out)
+        target = np.minimum(_lip_gap(closed[None])[0], before)
+        over = after < target  # closer than the floor: move only part of the way (the gap is linear in the points)
+        if over.any():
+            t = (before[over] - target[over]) / np.maximum(before[over] - after[over], 1e-12)
+            idx = np.ix_(over, pts)
+            out[idx] = motion[idx] + t[:, None, None] * (out[idx] - motion[idx])
     return out
+
+
+def _lip_gap(motion: np.ndarray) -> np.ndarray:
+    """``[T]`` vertical inner-lip gap's motion part: lower (66) minus upper (62) lip, y (down) in inter-ocular units."""
+    return motion[:, 66, 1] - motion[:, 62, 1]
 
 
 def postprocess_neutral(neutral: np.ndarray, bank: np.ndarray, config: PostConfig | None = None, *,
@@ -223,7 +245,10 @@ def postprocess_neutral(neutral: np.ndarray, bank: np.ndarray, config: PostConfi
     Args:
         neutral: ``[T, 68, 3]`` A2M output; bank: ``[N, 68, 3]`` the identity's training motion.
         mouth_gain, mouth_rest: :func:`amplify_mouth` after the smoothing (the identity's gain,
-            :func:`measure_mouth_gain`).
+            :func:`measure_mouth_gain`) with its closed posture ``mouth_rest`` (:func:`mouth_rest`)
+            as the floor: a gain above 1 about the identity's mean posture (``bank``'s mean), so
+            the typical opening stays; one below 1 about the closed posture, so that narrowing
+            the mouth does not open its closures.
 
     Raises:
         ValueError: a ``mouth_gain`` other than 1 without ``mouth_rest``.
@@ -236,8 +261,8 @@ def postprocess_neutral(neutral: np.ndarray, bank: np.ndarray, config: PostConfi
     m = one_euro_filter(m, min_cutoff=c.euro_min_cutoff, beta=c.euro_beta, zero_phase=True)
     if mouth_gain != 1.0:
         if mouth_rest is None:
-            raise ValueError("a mouth gain needs the closed-mouth posture it scales about (mouth_rest)")
-        m = amplify_mouth(m, mouth_rest, mouth_gain)
+            raise ValueError("a mouth gain needs the closed-mouth posture that bounds it (mouth_rest)")
+        m = amplify_mouth(m, bank.mean(0) if mouth_gain > 1.0 else mouth_rest, mouth_gain, closed=mouth_rest)
     m = clamp_to_range(m, bank, margin=c.clamp_margin)
     if c.blinks:
         m = add_blinks(m, period=c.blink_period, seed=c.seed)

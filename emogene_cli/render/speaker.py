@@ -40,8 +40,9 @@ class Speaker:
     (:mod:`emogene_cli.emotion.gain`), both set by :func:`~emogene_cli.emotion.attach_calibration`,
     None until measured. ``mouth_gain``: how much wider the identity's real mouth moves than its
     post-processed audio-to-motion output on held-out audio (fit-identity; 1.0 for models made
-    before it or for the generic model), applied about ``mouth_rest [68, 3]``, its closed-mouth
-    posture (:func:`~emogene_cli.motion.postprocessing.amplify_mouth`). ``pose_mouth_gain``: how far the
+    before it or for the generic model), applied about the identity's mean posture and bounded by
+    ``mouth_rest [68, 3]``, its closed-mouth posture (:func:`~emogene_cli.motion.postprocessing.amplify_mouth`),
+    about which the pose calibration scales. ``pose_mouth_gain``: how far the
     renderer opens the mouth at each head pitch (:mod:`.pose_gain`), set by :func:`load_speaker`; None
     without a renderer or where it could not be measured.
     """
