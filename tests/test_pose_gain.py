@@ -37,6 +37,21 @@ def test_factors_undo_the_measured_ratio_between_the_poses_flat_beyond_and_clipp
     np.testing.assert_allclose(f, np.exp([0.0, 0.1, 0.2, 0.2, -0.1, -0.1]), rtol=1e-5)  # 6°: halfway to 10°
     steep = PoseMouthGain(pitch=np.array([0.0, 10.0], np.float32), log_ratio=np.array([0.0, -2.0], np.float32), frames=24)
     assert steep.factors(pitched(10.0)[None])[0] == pytest.approx(FACTOR_RANGE[1])
+    assert gain.tied and gain.end_factors() == pytest.approx((np.exp(-0.1), np.exp(0.2)))  # what fit-identity's summary shows
+    assert steep.end_factors()[1] == pytest.approx(FACTOR_RANGE[1])
+    flat = PoseMouthGain(pitch=np.array([0.0, 10.0], np.float32), log_ratio=np.zeros(2, np.float32), frames=24, slope=1e-4, slope_se=2e-3)
+    assert not flat.tied and flat.end_factors() == (1.0, 1.0)
+
+
+def test_fit_identity_s_summary_says_what_the_pose_calibration_found():
+    from emogene_cli.commands.fit_identity import _pose_gain_text
+
+    tied = PoseMouthGain(pitch=np.array([-2.4, 10.4], np.float32), log_ratio=np.array([0.07, -0.17], np.float32), frames=24,
+                         slope=-0.0193, slope_se=0.0029)
+    assert _pose_gain_text(tied) == ("slope -0.0193 per degree (standard error 0.0029); speak opens the renderer's mouth by 0.93 at "
+                                     "-2.4° to 1.19 at 10.4° of pitch, so it opens as planned at every pose")
+    flat = PoseMouthGain(pitch=np.array([0.0, 10.0], np.float32), log_ratio=np.zeros(2, np.float32), frames=24, slope=-0.0003, slope_se=0.0025)
+    assert _pose_gain_text(flat).startswith("no tie: slope -0.0003 per degree")
 
 
 def fake_renderer(mean: np.ndarray, ratio_at: callable):
@@ -136,13 +151,17 @@ def test_the_factors_drive_the_renderer_but_not_the_planned_landmarks():
     weights = np.zeros((T, len(EMOTIONS)), np.float32)
     weights[:, EMOTIONS.index("neutral")] = 1.0
     neutral = bank[:T].copy()
+    neutral[2:8, 66, 1] = -0.05  # lips pressed past the closed posture for a while
     _, plain68, plain, _ = emotional_motion(speaker, neutral, weights, ldm=None)
     factors = np.where(np.arange(T) < 20, 1.25, 1.0).astype(np.float32)
     _, motion68, dense, code = emotional_motion(speaker, neutral, weights, ldm=None, render_mouth_gain=factors)
     np.testing.assert_array_equal(motion68, plain68)  # what the rendered mouth is measured against
     lower = geometry.LM68_FROM_LM478[66]
     rest_y = speaker.mouth_rest[66, 1]
-    np.testing.assert_allclose(dense[:20, lower, 1] - rest_y, 1.25 * (plain[:20, lower, 1] - rest_y), atol=1e-6)
+    pressed = plain[:20, lower, 1] < rest_y
+    assert pressed[2:8].all()
+    np.testing.assert_allclose(dense[:20][~pressed, lower, 1] - rest_y, 1.25 * (plain[:20][~pressed, lower, 1] - rest_y), atol=1e-6)
+    np.testing.assert_array_equal(dense[:20][pressed], plain[:20][pressed])  # not pressed further (the floor)
     np.testing.assert_array_equal(dense[20:], plain[20:])
     np.testing.assert_array_equal(code, dense)  # no LDM: the code follows the same motion
     speaker.mouth_rest = None

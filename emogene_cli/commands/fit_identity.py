@@ -64,6 +64,8 @@ def fit_identity_command(
     ]
     if "mouth_gain" in e:
         rows.append(("mouth gain", _mouth_gain_text(e["mouth_gain"])))
+    if r.pose_mouth_gain is not None:
+        rows.append(("mouth vs head pitch", _pose_gain_text(r.pose_mouth_gain)))
     rows.append(("audio-video offset", _sync_text(r.a2m_sync)))
     if r.voice_check:
         v = r.voice_check
@@ -84,7 +86,17 @@ def _mouth_gain_text(gain: float) -> str:
     what = (f"{gain:.2f} (the limit: the measured ratio was {'below' if gain <= lo else 'above'} it)" if gain in (lo, hi)
             else f"{gain:.2f}")
     return (f"{what}: the real mouth's opening spread over the model's post-processed output on the held-out audio; "
-            "speak scales the lips and jaw by it")
+            "speak widens the lips' and jaw's motion by it about the identity's mean posture")
+
+
+def _pose_gain_text(gain) -> str:
+    """The renderer's calibration against the head pitch (:class:`~emogene_cli.render.PoseMouthGain`) in words."""
+    fit = f"slope {gain.slope:+.4f} per degree (standard error {gain.slope_se:.4f})"
+    if not gain.tied:
+        return f"no tie: {fit}; speak drives the renderer's mouth as planned"
+    lo, hi = gain.end_factors()
+    return (f"{fit}; speak opens the renderer's mouth by {lo:.2f} at {gain.pitch[0]:.1f}° to {hi:.2f} at "
+            f"{gain.pitch[-1]:.1f}° of pitch, so it opens as planned at every pose")
 
 
 def _sync_text(sync) -> str:

@@ -23,7 +23,7 @@ from ..emotion import attach_calibration, emotion_gain_path, load_ldm, tracker_g
 from ..errors import EmogeneError, InputError
 from ..models.renderer import RendererConfig
 from ..motion import A2MTraining, SyncOffset, fit_person_a2m, load_a2m, pool_scores, resolve_a2m_mode, save_a2m, score_clip, validation_clips
-from ..render import evaluate_renderer, identity_pose_mouth_gain, load_speaker, pose_gain_path, train_renderer
+from ..render import PoseMouthGain, evaluate_renderer, identity_pose_mouth_gain, load_speaker, pose_gain_path, train_renderer
 from ..store import Store, atomic_write_bytes, load_artifact
 
 PRESETS = ("tiny", "quick", "full")
@@ -72,6 +72,7 @@ class FitResult:
     voice_check: dict[str, float] = field(default_factory=dict)
     a2m_sync: SyncOffset | None = None  # the recording's audio-video offset the audio-to-motion model was trained with
     ldm: str = ""  # the landmark deformation model the gains were measured for (Store.ldm_label), "" if none
+    pose_mouth_gain: PoseMouthGain | None = None  # the renderer's mouth against the head pitch; None if not measured
 
 
 def save_preview(path: Path, real: list[np.ndarray], rendered: list[np.ndarray]) -> Path:
@@ -160,7 +161,8 @@ def fit_identity(
     if preview is not None:
         paths["preview (real | rendered, held-out)"] = preview
     t0 = time.perf_counter()
-    if identity_pose_mouth_gain(store, name, renderer, device, progress=progress, data=data) is not None:
+    pose_gain = identity_pose_mouth_gain(store, name, renderer, device, progress=progress, data=data)
+    if pose_gain is not None:
         paths["mouth vs head pitch"] = pose_gain_path(store, name)
     seconds["pose_calibration"] = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -174,7 +176,7 @@ def fit_identity(
         feature_kind=data.feature_kind, seconds=seconds, paths=paths, a2m_mode=r.mode, a2m_note=" ".join(x for x in (a2m_note, r.note) if x),
         a2m_train_frames=r.train_frames, a2m_heldout_frames=r.heldout_frames, voice_check=person["voice_check"], a2m_sync=r.sync,
         renderer_steps=int(renderer_stats["steps"]), renderer_start_step=int(renderer_stats["start_step"]),
-        ldm=store.ldm_label() if store.ldm_file.is_file() else "",
+        ldm=store.ldm_label() if store.ldm_file.is_file() else "", pose_mouth_gain=pose_gain,
     )
 
 

@@ -91,6 +91,16 @@ class PoseMouthGain:
         ratio = np.interp(head_pitch(poses), self.pitch, self.log_ratio)
         return np.clip(np.exp(-ratio), *FACTOR_RANGE).astype(np.float32)
 
+    @property
+    def tied(self) -> bool:
+        """Whether the slope was significant: the factors differ from 1."""
+        return bool(np.any(self.log_ratio))
+
+    def end_factors(self) -> tuple[float, float]:
+        """The factors at the lowest and the highest calibration pitch (``pitch[0]``, ``pitch[-1]``), as :meth:`factors` gives them."""
+        lo, hi = np.clip(np.exp(-self.log_ratio[[0, -1]]), *FACTOR_RANGE)
+        return float(lo), float(hi)
+
 
 def measure_pose_mouth_gain(
     motion: np.ndarray, driving_gap: np.ndarray, poses: np.ndarray,
