@@ -86,7 +86,7 @@ def _mouth_gain_text(gain: float) -> str:
     what = (f"{gain:.2f} (the limit: the measured ratio was {'below' if gain <= lo else 'above'} it)" if gain in (lo, hi)
             else f"{gain:.2f}")
     return (f"{what}: the real mouth's opening spread over the model's post-processed output on the held-out audio; "
-            "speak widens the lips' and jaw's motion by it about the identity's mean posture")
+            "speak scales the lips' and jaw's motion by it (about the identity's mean posture when it widens)")
 
 
 def _pose_gain_text(gain) -> str:

@@ -204,7 +204,7 @@ def amplify_mouth(motion: np.ndarray, pivot: np.ndarray, gain: float | np.ndarra
     Args:
         motion: ``[T, 68, 3]``; pivot: ``[68, 3]``; gain: one factor, or ``[T]`` one per frame (the
             renderer's pose calibration, :mod:`emogene_cli.render.pose_gain`); 1 leaves the mouth
-            unchanged. All in inter-ocular units.
+            unchanged; closed: ``[68, 3]`` or None (no floor). All in inter-ocular units.
 
     Returns:
         ``[T, 68, 3]``: a new array, or ``motion`` itself when every gain is 1.
