@@ -203,6 +203,16 @@ def mouth_opening(landmarks68: np.ndarray) -> np.ndarray:
     return np.linalg.norm(landmarks68[:, 62] - landmarks68[:, 66], axis=-1)
 
 
+def lip_gap(motion68: np.ndarray) -> np.ndarray:
+    """Signed vertical inner-lip gap: lower (66) minus upper (62) lip's y (down), ``[..., 68, 3]`` -> ``[...]``.
+
+    Of motion (inter-ocular units) it is the gap's change from the mean shape's, linear in the
+    points, and negative where the lips close further than in the mean shape (on landmarks, where
+    they cross); :func:`mouth_opening` is the unsigned 3-D distance.
+    """
+    return motion68[..., 66, 1] - motion68[..., 62, 1]
+
+
 def mouth_opening_iod(landmarks68: np.ndarray) -> np.ndarray:
     """Inner-lip gap over the inter-ocular distance per frame, ``[T]``, for image landmarks.
 

@@ -21,7 +21,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter1d
 from scipy.spatial import cKDTree
 
-from ..geometry import LM68_JAW, LM68_LOWER_LID, LM68_MOUTH, LM68_UPPER_LID
+from ..geometry import LM68_JAW, LM68_LOWER_LID, LM68_MOUTH, LM68_UPPER_LID, lip_gap
 from .corpus import mouth_open
 
 #: 68-point landmarks that the mouth gain scales: the lower jaw line (which the chin carries) and the lips.
@@ -223,19 +223,14 @@ def amplify_mouth(motion: np.ndarray, pivot: np.ndarray, gain: float | np.ndarra
     pts = LM68_MOUTH_GAIN
     out[:, pts] = pivot[pts] + g * (motion[:, pts] - pivot[pts])
     if closed is not None:
-        before, after = _lip_gap(motion), _lip_gap(out)
-        target = np.minimum(_lip_gap(closed[None])[0], before)
+        before, after = lip_gap(motion), lip_gap(out)
+        target = np.minimum(lip_gap(closed), before)
         over = after < target  # closer than the floor: move only part of the way (the gap is linear in the points)
         if over.any():
-            t = (before[over] - target[over]) / np.maximum(before[over] - after[over], 1e-12)
+            t = (before[over] - target[over]) / (before[over] - after[over])  # after < target <= before: positive
             idx = np.ix_(over, pts)
             out[idx] = motion[idx] + t[:, None, None] * (out[idx] - motion[idx])
     return out
-
-
-def _lip_gap(motion: np.ndarray) -> np.ndarray:
-    """``[T]`` vertical inner-lip gap's motion part: lower (66) minus upper (62) lip, y (down) in inter-ocular units."""
-    return motion[:, 66, 1] - motion[:, 62, 1]
 
 
 def postprocess_neutral(neutral: np.ndarray, bank: np.ndarray, config: PostConfig | None = None, *,

@@ -37,7 +37,7 @@ import torch
 
 from ..audio import check_kind
 from ..errors import EmogeneError, MismatchError, NotFoundError
-from ..geometry import LM68_FROM_LM478, LM68_MOUTH
+from ..geometry import LM68_FROM_LM478, LM68_MOUTH, lip_gap
 from ..interrupt import interruptible, note_kept
 from ..models.a2m import A2MConfig, AudioToMotionVAE
 from ..store import load_artifact, load_model, save_artifact, save_model
@@ -340,8 +340,7 @@ def predict_motion(model: AudioToMotionVAE, features: np.ndarray, f0: np.ndarray
 def motion_errors(pred: np.ndarray, target: np.ndarray) -> dict[str, float]:
     """RMS landmark error (inter-ocular units) over all 68 points and over the mouth; mouth-opening correlation."""
     err = np.linalg.norm(pred - target, axis=-1)
-    open_p = pred[:, 66, 1] - pred[:, 62, 1]
-    open_t = target[:, 66, 1] - target[:, 62, 1]
+    open_p, open_t = lip_gap(pred), lip_gap(target)
     corr = float(np.corrcoef(open_p, open_t)[0, 1]) if open_p.std() > 1e-8 and open_t.std() > 1e-8 else float("nan")
     return {
         "rmse": float(np.sqrt(np.mean(err ** 2))),
