@@ -215,3 +215,40 @@ def test_measure_mouth_gain_is_the_real_over_the_predicted_spread_after_post_pro
     plain, _ = pp.postprocess(narrow, np.zeros_like(narrow), bank, pp.PostConfig(blinks=False))
     opening = [mouth_opening(m).std() for m in (base, plain, real)]  # the mean shape is 0, iod 1
     assert opening[1] < 0.8 * opening[2] and opening[0] == pytest.approx(opening[2], rel=0.05)
+
+
+def test_deepen_closures_stretches_the_low_tail_of_the_lip_gap_toward_the_closed_posture():
+    rng = np.random.default_rng(4)
+    bank, a = opening_motion(rng, 400)
+    part = 0.03 * rng.random(len(bank)).astype(np.float32)  # lips that part a little, by varying amounts, at rest
+    bank[:, 66, 1] += part
+    bank[:, 57, 1] += part
+    rest = pp.mouth_rest(bank, np.zeros((68, 3), np.float32), 1.0)
+    motion = bank[:200].copy()
+    motion[7, 66, 1] = rest[66, 1] - 0.005  # a frame already closer than the closed posture
+    out = pp.deepen_closures(motion, bank, rest, quantile=0.25, slope=1.5)
+    gap, new = motion[:, 66, 1] - motion[:, 62, 1], out[:, 66, 1] - out[:, 62, 1]
+    start, closed = np.quantile(bank[:, 66, 1] - bank[:, 62, 1], 0.25), rest[66, 1] - rest[62, 1]
+    assert start > closed + 0.005
+    high = gap >= start
+    np.testing.assert_array_equal(out[high], motion[high])  # above the lower quartile: untouched
+    np.testing.assert_array_equal(out[7], motion[7])  # past the closed posture already: untouched
+    low = (gap < start) & (gap > closed)
+    assert low.sum() >= 10
+    np.testing.assert_allclose(new[low], np.maximum(start - 1.5 * (start - gap[low]), closed), atol=1e-6)
+    assert (new[low] < gap[low]).all() and new.min() >= min(closed, gap.min()) - 1e-7
+    # the lips and the chin move toward the closed posture by one fraction; the brow stays
+    s66 = (out[low, 66, 1] - rest[66, 1]) / (motion[low, 66, 1] - rest[66, 1])
+    s8 = (out[low, 8, 1] - rest[8, 1]) / (motion[low, 8, 1] - rest[8, 1])
+    np.testing.assert_allclose(s8, s66, atol=1e-4)
+    np.testing.assert_array_equal(out[:, 19], motion[:, 19])
+    order = np.argsort(gap[low], kind="stable")  # a monotone map: the opening's order in time is kept
+    assert np.all(np.diff(new[low][order]) >= -1e-7)
+    assert pp.deepen_closures(motion, bank, rest, slope=1.0) is motion
+    # speak's chain applies it with the identity's closed posture, and not without one
+    cfg = pp.PostConfig(blinks=False)
+    deep = pp.postprocess_neutral(motion, bank, cfg, mouth_rest=rest)
+    flat = pp.postprocess_neutral(motion, bank, pp.PostConfig(blinks=False, closure_slope=1.0), mouth_rest=rest)
+    plain = pp.postprocess_neutral(motion, bank, cfg)
+    p5 = [np.percentile(m[:, 66, 1] - m[:, 62, 1], 5) for m in (deep, flat, plain)]
+    assert p5[0] < p5[1] - 0.001 and p5[1] == pytest.approx(p5[2], abs=1e-7)

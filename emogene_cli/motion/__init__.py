@@ -20,8 +20,8 @@ from .generic import GenericA2MReport, GenericPreset, pool_scores, score_clip, t
 from .lipsync import identity_lipsync, lipsync_model, measure_lipsync, sync_offset_of
 from .poses import find_idle_segments, pose_speed, sample_poses
 from .postprocessing import (
-    MOUTH_GAIN_RANGE, PostConfig, amplify_mouth, lle_project, measure_mouth_gain, mouth_rest, one_euro_filter, postprocess,
-    postprocess_neutral,
+    MOUTH_GAIN_RANGE, PostConfig, amplify_mouth, deepen_closures, lle_project, measure_mouth_gain, mouth_rest, one_euro_filter,
+    postprocess, postprocess_neutral,
 )
 from .sync import SyncOffset, estimate_offset, paired_frames
 from .training import (
@@ -32,8 +32,8 @@ from .training import (
 __all__ = [
     "MOUTH_GAIN_RANGE", "SPEAK_TEMPERATURE", "A2MTraining", "AugmentConfig", "ClipData", "FeatureExtractor",
     "GenericA2MReport", "GenericPreset", "PersonA2MResult", "PostConfig", "SyncOffset", "TalkingClip",
-    "amplify_mouth", "estimate_offset", "find_idle_segments", "fit_person_a2m", "identity_lipsync", "lipsync_model",
-    "lle_project", "load_a2m", "load_clip", "measure_lipsync", "measure_mouth_gain", "mouth_open", "mouth_rest",
+    "amplify_mouth", "deepen_closures", "estimate_offset", "find_idle_segments", "fit_person_a2m", "identity_lipsync",
+    "lipsync_model", "lle_project", "load_a2m", "load_clip", "measure_lipsync", "measure_mouth_gain", "mouth_open", "mouth_rest",
     "one_euro_filter", "paired_frames", "pool_scores", "pose_speed", "postprocess", "postprocess_neutral",
     "predict_motion", "resolve_a2m_mode", "sample_poses", "save_a2m", "scan_talking", "score_clip", "sync_offset_of",
     "train_a2m", "train_generic_a2m", "validation_clips",
