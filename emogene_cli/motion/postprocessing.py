@@ -252,8 +252,8 @@ def deepen_closures(motion: np.ndarray, bank: np.ndarray, closed: np.ndarray, *,
 
     Why: the audio-to-motion model regresses toward its mean most where the mouth closes briefly
     (a "p", "b" or "m" lasts 2-4 frames), and :func:`amplify_mouth`'s variance matching widens the
-    whole spread without reshaping that tail: on unseen voices the driving mouth's 5th
-    percentile stayed at about 1.6 times the identity's own.
+    whole spread without reshaping that tail: driven by 18 other people's voices, the mouth's 5th
+    percentile in speech stayed at about 1.6 times the identity's own (ng_clip1_25s, obama_20s).
 
     Args:
         motion: ``[T, 68, 3]``; bank: ``[N, 68, 3]`` the identity's training motion; closed:
