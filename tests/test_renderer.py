@@ -562,3 +562,45 @@ def test_every_ray_sample_is_deformed_as_its_ray_crosses_the_mouth_plane(monkeyp
     seen["forward"].clear()
     model.render_rays(*args)  # the exact blend (training beyond the maps' memory budget)
     assert off_the_pixel_rays("forward") < 1e-3
+
+
+def test_mouth_boxes_frame_the_posed_lips():
+    from emogene_cli.render.fitting import _mouth_boxes
+
+    rng = np.random.default_rng(5)
+    canonical = rng.normal(size=(3, 478, 3)) * 20
+    from scipy.spatial.transform import Rotation
+
+    rot = Rotation.from_euler("xyz", [5.0, -10.0, 3.0], degrees=True).as_matrix()
+    poses = np.stack([geometry.compose_pose(s, rot, np.array([60.0, 70.0, 0.0])) for s in (0.8, 1.0, 1.3)])
+    boxes = _mouth_boxes(poses, canonical, 0.25, 128).numpy()
+    for t in range(3):
+        img = (poses[t, :3, :3] @ canonical[t].T).T + poses[t, :3, 3]
+        pts = img[geometry.LM68_FROM_LM478]
+        iod = np.linalg.norm(pts[36, :2] - pts[45, :2])
+        lo, hi = pts[48:68, :2].min(0) - 0.25 * iod, pts[48:68, :2].max(0) + 0.25 * iod
+        np.testing.assert_allclose(boxes[t], np.clip(np.concatenate([lo, hi]), 0, 128 - 1e-3), atol=1e-3)
+
+
+def test_training_draws_its_mouth_rays_from_each_frames_mouth_box(tmp_path, monkeypatch):
+    from emogene_cli.render.fitting import _mouth_boxes
+
+    data = _disc_clip()
+    cfg = _cfg(steps=2, mouth_fraction=0.25, mouth_margin=0.1)
+    seen = []
+    original = TalkingHeadRenderer.render_rays
+
+    def spy(self, pixels, poses, motion, pose_vec, background, frame=None, **kw):
+        seen.append((pixels.clone(), frame.clone()))
+        return original(self, pixels, poses, motion, pose_vec, background, frame, **kw)
+
+    monkeypatch.setattr(TalkingHeadRenderer, "render_rays", spy)
+    train_renderer(data, cfg, checkpoint=tmp_path / "m.safetensors")
+    n_focus, n_mouth = round(512 * 0.7) - 128, 128
+    boxes = _mouth_boxes(data.poses[:36], data.canonical[:36], 0.1, 32)
+    for pixels, frame in seen:
+        xy, b = pixels[n_focus:n_focus + n_mouth] - 0.5, boxes[frame[n_focus:n_focus + n_mouth]]
+        inside = (xy >= b[:, :2].floor()) & (xy <= b[:, 2:])
+        assert inside.all()
+        rest = pixels[n_focus + n_mouth:] - 0.5  # the uniform rays stay spread over the image
+        assert rest[:, 1].min() < 8 and rest[:, 1].max() > 24

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .. import geometry
 from ..dataset import split_frames
 from ..errors import InputError, MismatchError
 from ..evaluation import psnr, psnr_from_mse, ssim
@@ -85,6 +86,19 @@ def _check_data(data: RendererData, config: RendererConfig) -> int:
 
 # ray classes for the opacity losses: the parsing labels plus "head over torso"
 BACKGROUND, TORSO, HEAD, HEAD_OVER_TORSO = 0, 1, 2, 3
+
+
+def _mouth_boxes(poses: np.ndarray, canonical: np.ndarray, margin: float, size: int) -> torch.Tensor:
+    """``[T, 4]`` float pixel boxes ``x0, y0, x1, y1`` around each frame's lips: the 68-point mouth
+    landmarks (canonical, placed in the image by the frame's head pose ``[T, 4, 4]``), widened on every side
+    by ``margin`` of the frame's inter-ocular distance (outer eye corners), clipped to the image."""
+    pts = np.asarray(canonical)[:, geometry.LM68_FROM_LM478]  # [T, 68, 3] head frame
+    img = np.einsum("tij,tkj->tki", np.asarray(poses)[:, :3, :3], pts) + np.asarray(poses)[:, None, :3, 3]
+    iod = np.linalg.norm(img[:, 36, :2] - img[:, 45, :2], axis=-1)
+    lips = img[:, 48:68, :2]
+    pad = (margin * iod)[:, None]
+    box = np.concatenate([lips.min(1) - pad, lips.max(1) + pad], 1)
+    return torch.from_numpy(np.clip(box, 0.0, size - 1e-3).astype(np.float32))
 
 
 def _ray_classes(labels: np.ndarray, band_px: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -219,8 +233,9 @@ def train_renderer(
 
     Each step draws ``config.rays_per_batch`` rays from random training frames:
     ``config.person_fraction`` of them from person pixels and a band of
-    ``config.head_band`` around the head, the rest uniformly (background pixels teach the
-    model to stay transparent). Loss: ``MSE(composite, image)
+    ``config.head_band`` around the head, ``config.mouth_fraction`` of those instead from a box
+    around the frame's lips (:func:`_mouth_boxes`), the rest uniformly (background pixels teach
+    the model to stay transparent). Loss: ``MSE(composite, image)
     + alpha_weight (MSE(head_alpha, head mask) + MSE(torso_alpha, torso mask))
     + distortion_weight distortion(head weights) + tv_weight TV(head planes)``; the torso
     mask covers the torso and the head pixels next to it (the neck: the torso continues
@@ -290,6 +305,9 @@ def train_renderer(
 
     n_rays = config.rays_per_batch
     n_focus = int(round(n_rays * config.person_fraction))
+    n_mouth = min(int(round(n_rays * config.mouth_fraction)), n_focus)  # taken from the focus rays: the uniform ones stay
+    n_focus -= n_mouth
+    mouth_boxes = _mouth_boxes(poses_np, data.canonical[:n_train], config.mouth_margin, size) if n_mouth else None
     tries = 8
     running: list[float] = []
     running_mse: list[float] = []
@@ -306,6 +324,13 @@ def train_renderer(
             first = focus[cf, cp].to(torch.uint8).argmax(1, keepdim=True)
             frames[:n_focus] = cf.gather(1, first)[:, 0]
             pix[:n_focus] = cp.gather(1, first)[:, 0]
+        if n_mouth:
+            mf = torch.randint(0, n_train, (n_mouth,), generator=generator)
+            box = mouth_boxes[mf]
+            u = torch.rand(n_mouth, 2, generator=generator)
+            xy = (box[:, :2] + u * (box[:, 2:] - box[:, :2])).long().clamp(0, size - 1)
+            frames[n_focus:n_focus + n_mouth] = mf
+            pix[n_focus:n_focus + n_mouth] = xy[:, 1] * size + xy[:, 0]
         target = images[frames, pix].to(device, torch.float32) / 255.0
         cls = classes[frames, pix].to(device)
         bg = background[pix].to(device, torch.float32) / 255.0
