@@ -604,3 +604,31 @@ def test_training_draws_its_mouth_rays_from_each_frames_mouth_box(tmp_path, monk
         assert inside.all()
         rest = pixels[n_focus + n_mouth:] - 0.5  # the uniform rays stay spread over the image
         assert rest[:, 1].min() < 8 and rest[:, 1].max() > 24
+
+
+def test_a_checkpoint_from_before_the_mouth_rays_resumes_and_bad_fractions_are_refused(tmp_path):
+    data = _disc_clip()
+    cfg = _cfg(steps=30, checkpoint_every=20, occupancy_warmup=16, occupancy_every=8)
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_20(step, total, metrics):
+        if step == 20:
+            raise Stop
+
+    ckpt = tmp_path / "old.safetensors"
+    with pytest.raises(Stop):
+        train_renderer(data, cfg, checkpoint=ckpt, progress=stop_at_20)
+    side = ckpt.with_suffix(".json")
+    meta = json.loads(side.read_text())
+    for key in ("mouth_fraction", "mouth_margin"):  # as written by a version without them
+        del meta["config"][key]
+    side.write_text(json.dumps(meta))
+    _, stats = train_renderer(data, cfg, checkpoint=ckpt, resume=True)
+    assert stats["start_step"] == 20
+    with pytest.raises(MismatchError, match="mouth_fraction"):  # a recipe that now draws mouth rays does not continue it
+        train_renderer(data, dataclasses.replace(cfg, mouth_fraction=0.1, steps=40), checkpoint=ckpt, resume=True)
+    for bad in ({"mouth_fraction": -0.1}, {"mouth_fraction": 0.9}, {"mouth_margin": -1.0}):
+        with pytest.raises(MismatchError, match="mouth"):
+            dataclasses.replace(cfg, **bad)

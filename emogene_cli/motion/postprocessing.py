@@ -247,8 +247,9 @@ def deepen_closures(motion: np.ndarray, bank: np.ndarray, closed: np.ndarray, *,
     lies below the identity's own ``quantile`` of it (over ``bank``) at a distance ``d`` is moved
     to ``slope * d`` below it, toward the closed posture ``closed`` and never past it: its lips and
     lower jaw line (:data:`LM68_MOUTH_GAIN`) are scaled about ``closed`` by the factor that gives
-    that gap. Frames above the quantile, and frames at or past the closed gap, stay as they were,
-    so the opening's order in time is kept (a monotone map of the gap).
+    that gap (a frame stretched down to the floor takes the closed posture's lips and jaw). Frames
+    above the quantile, and frames at or past the closed gap, stay as they were, so the opening's
+    order in time is kept (a monotone map of the gap).
 
     Why: the audio-to-motion model regresses toward its mean most where the mouth closes briefly
     (a "p", "b" or "m" lasts 2-4 frames), and :func:`amplify_mouth`'s variance matching widens the

@@ -89,9 +89,12 @@ BACKGROUND, TORSO, HEAD, HEAD_OVER_TORSO = 0, 1, 2, 3
 
 
 def _mouth_boxes(poses: np.ndarray, canonical: np.ndarray, margin: float, size: int) -> torch.Tensor:
-    """``[T, 4]`` float pixel boxes ``x0, y0, x1, y1`` around each frame's lips: the 68-point mouth
-    landmarks (canonical, placed in the image by the frame's head pose ``[T, 4, 4]``), widened on every side
-    by ``margin`` of the frame's inter-ocular distance (outer eye corners), clipped to the image."""
+    """``[T, 4]`` float pixel boxes ``x0, y0, x1, y1`` around each frame's lips.
+
+    The 68-point mouth of ``canonical [T, 478, 3]`` (head frame) placed in the image by each frame's
+    head pose ``poses [T, 4, 4]``, widened on every side by ``margin`` times the frame's projected
+    inter-ocular distance (outer eye corners, in pixels: it shrinks a little as the head turns), and
+    clipped to the ``size`` x ``size`` image."""
     pts = np.asarray(canonical)[:, geometry.LM68_FROM_LM478]  # [T, 68, 3] head frame
     img = np.einsum("tij,tkj->tki", np.asarray(poses)[:, :3, :3], pts) + np.asarray(poses)[:, None, :3, 3]
     iod = np.linalg.norm(img[:, 36, :2] - img[:, 45, :2], axis=-1)
@@ -181,8 +184,12 @@ def _load_checkpoint(
         raise MismatchError(f"checkpoint sidecar unreadable ({exc})", path=side) from exc
     if meta.get("kind") != CHECKPOINT_KIND:
         raise MismatchError("not a renderer checkpoint", path=side)
-    if meta.get("config") != info["config"]:
-        saved, now = meta.get("config") or {}, info["config"]
+    saved, now = meta.get("config") or {}, info["config"]
+    try:  # as this version reads it: fields added since take their defaults (what that fit trained with)
+        saved = RendererConfig.from_dict(saved).to_dict()
+    except MismatchError:
+        pass
+    if saved != now:
         diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
         raise MismatchError(f"checkpoint was made with another renderer config (differs in: {', '.join(diff)})",
                             path=checkpoint)
@@ -233,9 +240,9 @@ def train_renderer(
 
     Each step draws ``config.rays_per_batch`` rays from random training frames:
     ``config.person_fraction`` of them from person pixels and a band of
-    ``config.head_band`` around the head, ``config.mouth_fraction`` of those instead from a box
-    around the frame's lips (:func:`_mouth_boxes`), the rest uniformly (background pixels teach
-    the model to stay transparent). Loss: ``MSE(composite, image)
+    ``config.head_band`` around the head (``config.mouth_fraction`` of the batch, taken out of
+    those, from a box around the frame's lips instead, :func:`_mouth_boxes`), the rest uniformly
+    (background pixels teach the model to stay transparent). Loss: ``MSE(composite, image)
     + alpha_weight (MSE(head_alpha, head mask) + MSE(torso_alpha, torso mask))
     + distortion_weight distortion(head weights) + tv_weight TV(head planes)``; the torso
     mask covers the torso and the head pixels next to it (the neck: the torso continues

@@ -89,7 +89,7 @@ class RendererConfig:
           after 9000 (docs/results.md) (longer fits match the training frames closer, not the held-out ones), while
           the rendered mouth follows unseen voices' driving landmarks at a mean r of 0.69, 0.72
           and 0.76 (five voices): 4500 keeps most of that in half the time. 15 % of each batch's rays
-          are drawn around the lips (``mouth_fraction``), so the held-out closures render closed.
+          are drawn around the lips (``mouth_fraction``), so the held-out closures render nearer closed.
         * ``full``: 512x512 on a GPU, for a 3-5 minute video.
 
         Raises:
@@ -115,6 +115,9 @@ class RendererConfig:
         raise ValueError(f"unknown renderer preset {name!r} (tiny, quick, full)")
 
     def __post_init__(self) -> None:
+        if not (0.0 <= self.mouth_fraction <= self.person_fraction and self.mouth_margin >= 0.0):
+            raise MismatchError(f"renderer config: mouth_fraction {self.mouth_fraction} must lie within 0 and person_fraction "
+                                f"({self.person_fraction}), mouth_margin {self.mouth_margin} must not be negative")
         if self.deform_extrude not in EXTRUSIONS:
             raise MismatchError(f"renderer config: deform_extrude {self.deform_extrude!r} is not one of {', '.join(EXTRUSIONS)}")
 
