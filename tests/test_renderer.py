@@ -439,6 +439,20 @@ def test_training_learns_the_synthetic_clip(tmp_path):
     assert 0 < report["ssim"] <= 1
 
 
+class _Stop(Exception):
+    pass
+
+
+def _interrupt_at(step: int, data, cfg: RendererConfig, checkpoint) -> None:
+    """Train until ``step`` and stop there, as an interrupted fit would (its checkpoint written at that step)."""
+    def stop(done, total, metrics):
+        if done == step:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        train_renderer(data, cfg, checkpoint=checkpoint, progress=stop)
+
+
 def test_resume_continues_from_the_checkpoint_and_never_reads_heldout_frames(tmp_path):
     data = _disc_clip()
     cfg = _cfg(steps=30, checkpoint_every=20, occupancy_warmup=16, occupancy_every=8)
@@ -450,16 +464,8 @@ def test_resume_continues_from_the_checkpoint_and_never_reads_heldout_frames(tmp
     scrambled.canonical[36:] += 5.0
     scrambled.poses[36:, :3, 3] += 7.0
 
-    class Stop(Exception):
-        pass
-
-    def stop_at_20(step, total, metrics):
-        if step == 20:
-            raise Stop
-
     ckpt = tmp_path / "b.safetensors"
-    with pytest.raises(Stop):
-        train_renderer(scrambled, cfg, checkpoint=ckpt, progress=stop_at_20)
+    _interrupt_at(20, scrambled, cfg, ckpt)
     assert json.loads(ckpt.with_suffix(".json").read_text())["step"] == 20
     resumed, stats = train_renderer(scrambled, cfg, checkpoint=ckpt, resume=True)
     assert stats["start_step"] == 20
@@ -609,17 +615,8 @@ def test_training_draws_its_mouth_rays_from_each_frames_mouth_box(tmp_path, monk
 def test_a_checkpoint_from_before_the_mouth_rays_resumes_and_bad_fractions_are_refused(tmp_path):
     data = _disc_clip()
     cfg = _cfg(steps=30, checkpoint_every=20, occupancy_warmup=16, occupancy_every=8)
-
-    class Stop(Exception):
-        pass
-
-    def stop_at_20(step, total, metrics):
-        if step == 20:
-            raise Stop
-
     ckpt = tmp_path / "old.safetensors"
-    with pytest.raises(Stop):
-        train_renderer(data, cfg, checkpoint=ckpt, progress=stop_at_20)
+    _interrupt_at(20, data, cfg, ckpt)
     side = ckpt.with_suffix(".json")
     meta = json.loads(side.read_text())
     for key in ("mouth_fraction", "mouth_margin"):  # as written by a version without them
