@@ -95,8 +95,7 @@ def _mouth_boxes(poses: np.ndarray, canonical: np.ndarray, margin: float, size: 
     head pose ``poses [T, 4, 4]``, widened on every side by ``margin`` times the frame's projected
     inter-ocular distance (outer eye corners, in pixels: it shrinks a little as the head turns), and
     clipped to the ``size`` x ``size`` image."""
-    pts = np.asarray(canonical)[:, geometry.LM68_FROM_LM478]  # [T, 68, 3] head frame
-    img = np.einsum("tij,tkj->tki", np.asarray(poses)[:, :3, :3], pts) + np.asarray(poses)[:, None, :3, 3]
+    img = geometry.transform_points(poses, np.asarray(canonical)[:, geometry.LM68_FROM_LM478])  # [T, 68, 3] pixels
     iod = np.linalg.norm(img[:, 36, :2] - img[:, 45, :2], axis=-1)
     lips = img[:, 48:68, :2]
     pad = (margin * iod)[:, None]
