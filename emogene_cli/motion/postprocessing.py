@@ -269,8 +269,8 @@ def deepen_closures(motion: np.ndarray, bank: np.ndarray, closed: np.ndarray, *,
         return motion
     gap, g_closed = lip_gap(motion), float(lip_gap(closed))
     start = float(np.quantile(lip_gap(bank), quantile))
-    low = (gap < start) & (gap > g_closed)
-    if start <= g_closed or not low.any():
+    low = (gap < start) & (gap > g_closed)  # empty when start <= g_closed
+    if not low.any():
         return motion
     target = np.maximum(start - slope * (start - gap[low]), g_closed)
     scale = (target - g_closed) / (gap[low] - g_closed)  # the gap is linear in the points: closed + s (m - closed)
