@@ -271,10 +271,9 @@ def test_preprocess_may_end_to_end(may_identity):
     assert data.images.shape == (T, 128, 128, 3) and data.labels.shape == (T, 128, 128)
     assert data.background.shape == (128, 128, 3) and data.iod > 0 and data.feature_kind == "mel"
     assert set(np.unique(data.labels)) <= {0, 1, 2} and (data.labels == LABEL_HEAD).any()
-    # the head label sits where the landmarks are
-    t = T // 2
-    nose = np.round(data.landmarks[t, 1, :2]).astype(int)
-    assert data.labels[t, nose[1], nose[0]] == LABEL_HEAD
+    # the head label sits where each frame's own landmarks are (the masks are written out of order, on two threads)
+    nose = np.round(data.landmarks[:, 1, :2]).astype(int)
+    assert (data.labels[np.arange(T), nose[:, 1], nose[:, 0]] == LABEL_HEAD).all()
     # the landmarks fit the stored images: posed mean shape reproduces them closely
     from emogene_cli.geometry import transform_points
 
@@ -352,6 +351,28 @@ def test_failed_rerun_keeps_the_earlier_dataset(may_identity, bad_videos, model_
         preprocess_video(bad_videos["half"], store=store, name="may", size=64, audio_features="mel")
     assert store.dataset_path("may").read_bytes() == before
     assert len(list(result.paths["images"].glob("*.jpg"))) == result.frames
+    assert not [p for p in store.identity_dir("may").iterdir() if p.name.startswith(".")]
+
+
+def test_a_failing_mask_keeps_the_earlier_dataset(may_identity, model_dir, monkeypatch):
+    """An error on a mask-writing thread ends preprocess with it, and the earlier dataset stays whole."""
+    import emogene_cli.pipelines.preprocess as pre
+
+    store, result, _ = may_identity
+    before = store.dataset_path("may").read_bytes()
+    calls = []
+
+    def failing(person, landmarks):
+        calls.append(1)  # from two threads: list.append is atomic
+        if len(calls) == 40:
+            raise RuntimeError("mask 40 failed")
+        return split_head_torso(person, landmarks)
+
+    monkeypatch.setattr(pre, "split_head_torso", failing)
+    with pytest.raises(RuntimeError, match="mask 40 failed"):
+        preprocess_video(MAY, store=store, name="may", size=64, audio_features="mel")
+    assert store.dataset_path("may").read_bytes() == before
+    assert len(list(result.paths["masks"].glob("*.png"))) == result.frames
     assert not [p for p in store.identity_dir("may").iterdir() if p.name.startswith(".")]
 
 

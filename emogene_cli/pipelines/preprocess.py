@@ -60,6 +60,8 @@ MAX_PLATE_FRAMES = 200  # frames (evenly spaced) that the background median look
 JPEG_QUALITY = 95
 #: frames beyond the video's nominal length that the background audio features cover (trimmed to the tracked count)
 SPARE_AUDIO_FRAMES = 25
+#: frames per task when the head and torso masks are written on two threads
+MASK_CHUNK = 25
 
 
 Progress = Callable[[str, int, int], None]
@@ -304,29 +306,40 @@ def preprocess_video(
                     path=video,
                 )
 
-            _report(progress, "audio features", 0, 1)
-            audio, feats = _collect_audio(background, video, T, kind=audio_features, hubert=hubert, device=device, store=store)
-            _report(progress, "audio features", 1, 1)
+            # the plate (a median over the plate frames) and the masks share both cores: the audio
+            # process has ended by the time they start
+            def write_masks(frames: range) -> int:
+                for t in frames:
+                    person = np.unpackbits(tracked.person_bits[t], count=size * size).reshape(size, size).astype(bool)
+                    cv2.imwrite(str(work / "masks" / f"{t:05d}.png"), split_head_torso(person, landmarks[t]))
+                return len(frames)
 
-            landmarks = track.landmarks
-            mean = geometry.mean_shape(landmarks)
-            poses = geometry.estimate_poses(landmarks, mean)
-            canonical = geometry.to_canonical(landmarks, poses)
-            iod = geometry.interocular_distance(mean)
-            motion = geometry.motion68(canonical, mean, iod)
+            pool = ThreadPoolExecutor(2, thread_name_prefix="emogene-masks")
+            try:
+                plate_job = pool.submit(
+                    background_plate, np.stack(tracked.plate_frames), np.stack(tracked.plate_person),
+                    dilate_px=max(1, size // 32), inpaint_radius=max(3, size // 64),
+                )
+                _report(progress, "audio features", 0, 1)
+                audio, feats = _collect_audio(background, video, T, kind=audio_features, hubert=hubert, device=device, store=store)
+                _report(progress, "audio features", 1, 1)
 
-            for t in range(T):
-                person = np.unpackbits(tracked.person_bits[t], count=size * size).reshape(size, size).astype(bool)
-                cv2.imwrite(str(work / "masks" / f"{t:05d}.png"), split_head_torso(person, landmarks[t]))
-                _report(progress, "head and torso masks", t + 1, T)
+                landmarks = track.landmarks
+                mean = geometry.mean_shape(landmarks)
+                poses = geometry.estimate_poses(landmarks, mean)
+                canonical = geometry.to_canonical(landmarks, poses)
+                iod = geometry.interocular_distance(mean)
+                motion = geometry.motion68(canonical, mean, iod)
 
-            plate = background_plate(
-                np.stack(tracked.plate_frames),
-                np.stack(tracked.plate_person),
-                dilate_px=max(1, size // 32),
-                inpaint_radius=max(3, size // 64),
-                progress=lambda done, total: _report(progress, "background plate", done, total),
-            )
+                done = 0
+                for n in pool.map(write_masks, [range(a, min(T, a + MASK_CHUNK)) for a in range(0, T, MASK_CHUNK)]):
+                    done += n
+                    _report(progress, "head and torso masks", done, T)
+                _report(progress, "background plate", 0, 1)
+                plate = plate_job.result()
+                _report(progress, "background plate", 1, 1)
+            finally:  # an error or an interrupt drops the tasks not yet started
+                pool.shutdown(wait=True, cancel_futures=True)
             cv2.imwrite(str(work / "background.png"), plate[:, :, ::-1])
 
             tensors = {
