@@ -1,4 +1,4 @@
-"""Audio features in a second process (preprocess computes them beside face tracking)."""
+"""Audio work in a second process: the features beside preprocess's face tracking, f0 and voice activity beside speak's speech encoder."""
 
 import pickle
 import subprocess
@@ -156,3 +156,42 @@ def test_preprocess_ends_the_second_process_when_no_face_is_found(tmp_path, chil
     with pytest.raises(InputError, match="no face found"):
         preprocess.preprocess_video(noface, store=Store(tmp_path / "store"), size=64, audio_features="whisper")
     assert len(children) == 1 and children[0]._proc.returncode is not None and gone(children[0]._proc.pid)
+
+
+def test_background_pitch_matches_in_line_and_never_imports_torch():
+    need_shared()
+    a = audio.load_audio(DATA / "speech" / "spanish_4s.wav")
+    T = audio.frames_for(a)
+    with audio.PitchInBackground(a, num_frames=T) as pending:
+        f0, active = pending.result()
+    np.testing.assert_array_equal(f0, audio.pitch(a, T))
+    np.testing.assert_array_equal(active, audio.voice_activity(a, T))
+    assert f0.shape == (T,) and active.dtype == bool and (f0 > 0).any() and active.any()
+    # what the child runs, in a fresh interpreter: librosa's part only
+    code = ("import sys, numpy as np; from emogene_cli.audio.background import _pitch_job; "
+            "_pitch_job(np.zeros(16000, np.float32), 25); print('torch' in sys.modules, 'librosa' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "True"]
+
+
+def test_features_take_f0_from_elsewhere_after_the_encoder(monkeypatch):
+    a = np.zeros(16000, np.float32)
+    order = []
+    monkeypatch.setattr(audio.features, "mel_features", lambda x, T: order.append("encoder") or np.zeros((2 * T, 80), np.float32))
+    monkeypatch.setattr(audio.features, "pitch", lambda x, T: pytest.fail("pitch computed although given"))
+
+    def f0():
+        order.append("f0")
+        return np.full(25, 100.0)
+
+    got = audio.compute_audio_features(a, num_frames=25, kind="mel", f0=f0)
+    assert order == ["encoder", "f0"] and got.f0.dtype == np.float32 and (got.f0 == 100).all()
+    with pytest.raises(ValueError, match="f0 of shape"):
+        audio.compute_audio_features(a, num_frames=25, kind="mel", f0=np.zeros(24))
+
+
+def test_a_pitch_child_that_fails_names_the_audio(monkeypatch):
+    monkeypatch.setattr(background, "_child_command", lambda: [sys.executable, "-c", "import sys; sys.exit(3)"])
+    with pytest.raises(EmogeneError, match="pitch process ended without a result .exit code 3") as err:
+        audio.PitchInBackground(np.zeros(16000, np.float32), num_frames=25, path="speech.wav").result()
+    assert err.value.path == "speech.wav" and "\n" not in str(err.value)

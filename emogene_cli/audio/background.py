@@ -10,6 +10,15 @@ process before it looks for the face and collects them after tracking: on obama_
         ...                                   # track the face meanwhile
         audio, feats = pending.result()       # [N] float32 16 kHz, AudioFeatures of T + 25 frames
 
+``speak`` does the same with the part of the features that needs librosa only, pYIN's f0 and
+the voice activity (:class:`PitchInBackground`): librosa's imports and pYIN (about 2 s for a
+short clip) run while the parent imports transformers and runs the Whisper encoder, which
+need no librosa.
+
+    with PitchInBackground(audio, num_frames=T) as pending:
+        ...                                   # the speech encoder meanwhile
+        f0, active = pending.result()         # [T] Hz (0 unvoiced), [T] bool
+
 The child is a fresh interpreter (not a fork: the parent may hold torch's and MediaPipe's
 threads; not multiprocessing's spawn, which re-runs the caller's script) in a session of its
 own, so that a Ctrl-C reaches only the parent, whose interrupt handling ends it
@@ -65,25 +74,42 @@ def _portable(exc: BaseException, child_traceback: str) -> tuple[BaseException, 
         return RuntimeError(f"{type(exc).__name__}: {exc}"), child_traceback
 
 
-def _child_main() -> None:
-    """The child process: read the request (one pickle) on stdin, write the answer (one pickle) on stdout.
+def _features_job(path: str, num_frames: int, options: dict, threads: int) -> tuple[np.ndarray, AudioFeatures]:
+    """The child's side of :class:`AudioFeaturesInBackground`."""
+    import torch
 
-    The answer is ``("ok", (audio, feats))`` or ``("error", (exception, traceback text))``.
+    torch.set_num_threads(threads)
+    from .features import compute_audio_features, load_audio
+
+    audio = load_audio(path)
+    return audio, compute_audio_features(audio, num_frames=num_frames, **options)
+
+
+def _pitch_job(audio: np.ndarray, num_frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """The child's side of :class:`PitchInBackground` (librosa only: torch is never imported)."""
+    from .activity import voice_activity
+    from .features import pitch
+
+    return pitch(audio, num_frames), voice_activity(audio, num_frames)
+
+
+_JOBS = {"features": _features_job, "pitch": _pitch_job}
+
+
+def _child_main() -> None:
+    """The child process: read the request (one pickle: a job name and its arguments) on stdin,
+    write the answer (one pickle) on stdout.
+
+    The answer is ``("ok", result)`` or ``("error", (exception, traceback text))``.
     """
     # stdout carries the answer only: what anything prints, from Python or C, goes to stderr
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     try:
-        path, num_frames, options, threads = pickle.load(sys.stdin.buffer)
+        job, args = pickle.load(sys.stdin.buffer)
         threading.Thread(target=_exit_when_parent_goes, args=(sys.stdin.buffer,), daemon=True).start()
-        import torch
-
-        torch.set_num_threads(threads)
-        from .features import compute_audio_features, load_audio
-
-        audio = load_audio(path)
-        answer: tuple[str, Any] = ("ok", (audio, compute_audio_features(audio, num_frames=num_frames, **options)))
+        answer: tuple[str, Any] = ("ok", _JOBS[job](*args))
     except BaseException as exc:  # noqa: BLE001 - every failure goes back to the parent, which raises it
         answer = ("error", _portable(exc, traceback.format_exc()))
     try:
@@ -101,7 +127,65 @@ def _raise_child_error(exc: BaseException, child_traceback: str) -> None:
     raise RuntimeError(f"the audio-feature process failed: {type(exc).__name__}: {exc}\n{child_traceback}") from exc
 
 
-class AudioFeaturesInBackground:
+class _InBackground:
+    """One job of :data:`_JOBS` in a second process; see the subclasses."""
+
+    what = "audio-feature"
+
+    def __init__(self, path: Path | None, job: str, args: tuple) -> None:
+        self.path = path
+        # its own session: a Ctrl-C in the terminal reaches the parent only, which ends this process (close)
+        self._proc = subprocess.Popen(_child_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      start_new_session=True)
+        try:
+            # stdin stays open: the child exits when it closes (close(), or this process ending)
+            self._proc.stdin.write(pickle.dumps((job, args), protocol=pickle.HIGHEST_PROTOCOL))
+            self._proc.stdin.flush()
+        except OSError:  # the child is already gone: result() says so
+            pass
+        except BaseException:
+            self.close()
+            raise
+
+    def result(self) -> Any:
+        """Wait for the child and return its result; raises what it raised.
+
+        Raises:
+            EmogeneError: the child's own, or one naming the file when the child ended without
+                a readable answer (killed, out of memory).
+            RuntimeError: any other error of the child, with its traceback.
+        """
+        try:
+            status, value = pickle.load(self._proc.stdout)
+        except (EOFError, pickle.UnpicklingError, OSError, ValueError) as exc:
+            code = self._proc.wait()
+            raise EmogeneError(f"the {self.what} process ended without a result (exit code {code}; {type(exc).__name__})",
+                               path=self.path) from None
+        finally:
+            self.close()
+        if status == "ok":
+            return value
+        _raise_child_error(*value)
+
+    def close(self) -> None:
+        """End the child if it still runs and release its pipes (safe to call twice)."""
+        for stream in (self._proc.stdin, self._proc.stdout):
+            try:
+                stream.close()
+            except OSError:
+                pass
+        if self._proc.poll() is None:
+            self._proc.kill()
+        self._proc.wait()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AudioFeaturesInBackground(_InBackground):
     """:func:`~.features.compute_audio_features` of a media file's sound track, in a second process.
 
     Args:
@@ -122,55 +206,35 @@ class AudioFeaturesInBackground:
     def __init__(self, path: str | Path, *, num_frames: int, kind: str = "auto", hubert: str | None = None,
                  whisper: str | None = None, device: str = "cpu", store_dir: Path | None = None,
                  threads: int | None = None) -> None:
-        self.path = Path(path)
         threads = max(1, (os.cpu_count() or 2) - 1) if threads is None else threads
         options = {"kind": kind, "hubert": hubert, "whisper": whisper, "device": device, "store_dir": store_dir}
-        # its own session: a Ctrl-C in the terminal reaches the parent only, which ends this process (close)
-        self._proc = subprocess.Popen(_child_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                      start_new_session=True)
-        try:
-            # stdin stays open: the child exits when it closes (close(), or this process ending)
-            self._proc.stdin.write(pickle.dumps((str(path), int(num_frames), options, int(threads))))
-            self._proc.stdin.flush()
-        except OSError:  # the child is already gone: result() says so
-            pass
-        except BaseException:
-            self.close()
-            raise
+        super().__init__(Path(path), "features", (str(path), int(num_frames), options, int(threads)))
 
     def result(self) -> tuple[np.ndarray, AudioFeatures]:
-        """Wait for the child and return its ``(audio, features)``; raises what it raised.
+        """``(audio [N] float32 16 kHz, AudioFeatures)``; raises what the child raised (see :meth:`_InBackground.result`)."""
+        return super().result()
 
-        Raises:
-            EmogeneError: the child's own, or one naming the file when the child ended without
-                a readable answer (killed, out of memory).
-            RuntimeError: any other error of the child, with its traceback.
-        """
-        try:
-            status, value = pickle.load(self._proc.stdout)
-        except (EOFError, pickle.UnpicklingError, OSError, ValueError) as exc:
-            code = self._proc.wait()
-            raise EmogeneError(f"the audio-feature process ended without a result (exit code {code}; {type(exc).__name__})",
-                               path=self.path) from None
-        finally:
-            self.close()
-        if status == "ok":
-            return value
-        _raise_child_error(*value)
 
-    def close(self) -> None:
-        """End the child if it still runs and release its pipes (safe to call twice)."""
-        for stream in (self._proc.stdin, self._proc.stdout):
-            try:
-                stream.close()
-            except OSError:
-                pass
-        if self._proc.poll() is None:
-            self._proc.kill()
-        self._proc.wait()
+class PitchInBackground(_InBackground):
+    """pYIN's f0 (:func:`~.features.pitch`) and the voice activity (:func:`~.activity.voice_activity`)
+    of ``audio`` in a second process, which imports librosa but not torch.
 
-    def __enter__(self) -> "AudioFeaturesInBackground":
-        return self
+    Args:
+        audio: ``[N]`` float32 16 kHz mono.
+        num_frames: video frames ``T`` (25 fps).
+        path: the file the audio came from, named in an error.
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    :meth:`result` returns ``(f0 [T] float32 Hz (0 = unvoiced), active [T] bool)``, the same
+    arrays as the two functions called here, or raises what the child raised (see
+    :class:`AudioFeaturesInBackground`).
+    """
+
+    what = "pitch"
+
+    def __init__(self, audio: np.ndarray, *, num_frames: int, path: str | Path | None = None) -> None:
+        super().__init__(Path(path) if path is not None else None, "pitch",
+                         (np.ascontiguousarray(audio, dtype=np.float32), int(num_frames)))
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(f0 [T], active [T])``; raises what the child raised (see :meth:`_InBackground.result`)."""
+        return super().result()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -178,6 +179,7 @@ def compute_audio_features(
     whisper: str | None = None,
     device: str = "cpu",
     store_dir: Path | None = None,
+    f0: np.ndarray | Callable[[], np.ndarray] | None = None,
 ) -> AudioFeatures:
     """Audio features and per-frame f0 for ``audio`` (``[N]`` float32, 16 kHz mono).
 
@@ -185,14 +187,20 @@ def compute_audio_features(
         num_frames: video frames T to cover (default :func:`frames_for`); features are
             trimmed/padded to exactly ``2T`` rows and f0 to ``T``.
         kind, hubert, whisper, store_dir: which encoder (see :func:`resolve_encoder`).
+        f0: ``[T]`` f0 computed elsewhere (:func:`pitch` of the same audio), or a function
+            that returns it, called once the encoder has run (so that a computation in a
+            second process, :class:`~.background.PitchInBackground`, overlaps the encoder);
+            default :func:`pitch` here.
 
     Raises:
-        the errors of :func:`resolve_encoder`.
+        the errors of :func:`resolve_encoder`; ValueError: an ``f0`` that is not ``[T]``.
     """
     T = num_frames or frames_for(audio)
     kind, encoder, note = resolve_encoder(kind, hubert=hubert, whisper=whisper, device=device, store_dir=store_dir)
-    f0 = pitch(audio, T)
     features = mel_features(audio, T) if encoder is None else encoder(audio, T)
+    f0 = pitch(audio, T) if f0 is None else np.asarray(f0() if callable(f0) else f0, dtype=np.float32)
+    if f0.shape != (T,):
+        raise ValueError(f"f0 of shape {f0.shape} for {T} frames")
     return AudioFeatures(features, f0, kind, note=note)
 
 

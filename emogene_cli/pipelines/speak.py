@@ -21,7 +21,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..audio import compute_audio_features, frames_for, load_audio, voice_activity
+from ..audio import PitchInBackground, compute_audio_features, frames_for, load_audio, voice_activity
 from ..emotion import (
     TrackRow, attach_calibration, clip_track, constant_weights, describe_blend, emotional_motion, is_all, load_ldm, load_track,
     one_hot_weights, parse_blend, track_weights,
@@ -74,6 +74,7 @@ def plan_motion(
     store_dir: Path | None = None,
     post: PostConfig | None = None,
     poses: np.ndarray | None = None,
+    pitch: PitchInBackground | None = None,
 ) -> MotionPlan:
     """Audio (``[N]`` float32, 16 kHz) -> landmarks and head poses for every output frame.
 
@@ -81,17 +82,27 @@ def plan_motion(
     :mod:`emogene_cli.emotion.control`) directs the emotion frame by frame; without it the
     whole clip gets ``emotion`` × ``intensity``. ``poses [T, 4, 4]``: the head poses to render at
     (e.g. a real video's, for evaluation); default sampled from the identity's pose bank as
-    ``speak`` does. The renderer's mouth calibration is taken at these poses.
+    ``speak`` does. The renderer's mouth calibration is taken at these poses. ``pitch``: the f0
+    and voice activity of ``audio`` being computed in a second process, collected once the
+    speech encoder has run; default computed here.
 
     Raises:
         ValueError: ``poses`` not ``[T, 4, 4]``.
+        the errors of :func:`~emogene_cli.audio.compute_audio_features` and of ``pitch.result()``.
     """
     T = frames_for(audio)
-    feats = compute_audio_features(audio, num_frames=T, kind=speaker.feature_kind, hubert=hubert, device=speaker.device, store_dir=store_dir)
+    collected: dict[str, np.ndarray] = {}
+
+    def f0_of_pitch() -> np.ndarray:
+        collected["f0"], collected["active"] = pitch.result()
+        return collected["f0"]
+
+    feats = compute_audio_features(audio, num_frames=T, kind=speaker.feature_kind, hubert=hubert, device=speaker.device,
+                                   store_dir=store_dir, f0=None if pitch is None else f0_of_pitch)
     neutral = predict_motion(speaker.a2m, feats.features, feats.f0, temperature=temperature, seed=seed, device=speaker.device)
     if weights is None:
         weights = one_hot_weights(emotion, intensity, T)
-    active = voice_activity(audio, T)
+    active = collected["active"] if pitch is not None else voice_activity(audio, T)
     if poses is None:
         poses = sample_poses(speaker.bank_poses, active, face_size=speaker.face_size, idle_segments=speaker.idle_segments, seed=seed)
     elif np.shape(poses) != (T, 4, 4):
@@ -237,18 +248,20 @@ def speak(
             told.append(True)
             on_calibrate()
 
-    if landmarks_only:
-        speaker, which = load_landmark_speaker(store, identity, device)
-    else:
-        speaker = load_speaker(store, identity, device, on_measure=calibrating)
-    ldm = load_ldm(store, device) if emotive and intensity > 0 else None
-    if ldm is not None and not landmarks_only:
-        attach_calibration(speaker, store, ldm, on_measure=calibrating, progress=progress)
-    seconds["load"] = time.perf_counter() - t0
+    # pYIN and the voice activity (librosa) run in a second process while the models load and the speech encoder runs
+    with PitchInBackground(audio, num_frames=T, path=audio_path) as pending:
+        if landmarks_only:
+            speaker, which = load_landmark_speaker(store, identity, device)
+        else:
+            speaker = load_speaker(store, identity, device, on_measure=calibrating)
+        ldm = load_ldm(store, device) if emotive and intensity > 0 else None
+        if ldm is not None and not landmarks_only:
+            attach_calibration(speaker, store, ldm, on_measure=calibrating, progress=progress)
+        seconds["load"] = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
-    plan = plan_motion(speaker, audio, weights=weights, ldm=ldm, temperature=temperature, seed=seed,
-                       hubert=hubert, store_dir=store.third_party_dir, post=post)
+        t0 = time.perf_counter()
+        plan = plan_motion(speaker, audio, weights=weights, ldm=ldm, temperature=temperature, seed=seed,
+                           hubert=hubert, store_dir=store.third_party_dir, post=post, pitch=pending)
     motions = [(plan.motion, plan.code_motion)]
     if grid:  # the same neutral motion and poses, each emotion's displacement on top
         motions = [(plan.motion, plan.code_motion) if e == "neutral" else
