@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gc
 import importlib
 import inspect
 import os
@@ -229,8 +230,16 @@ def _quiet():
 
 
 def run() -> None:
-    """Console-script entry point."""
-    sys.exit(main())
+    """Console-script entry point.
+
+    Before the interpreter exits, every object still alive is moved out of the garbage
+    collector's reach (``gc.freeze``): its last collection over torch's and transformers'
+    objects took about 1 s of every ``speak`` on a 2-core CPU. Nothing is skipped: files are
+    closed by the commands, and exit handlers still run.
+    """
+    code = main()
+    gc.freeze()
+    sys.exit(code)
 
 
 if __name__ == "__main__":
