@@ -234,8 +234,10 @@ def run() -> None:
 
     Before the interpreter exits, every object still alive is moved out of the garbage
     collector's reach (``gc.freeze``): its last collection over torch's and transformers'
-    objects took about 1 s of every ``speak`` on a 2-core CPU. Nothing is skipped: files are
-    closed by the commands, and exit handlers still run.
+    objects took about 1 s of every ``speak`` on a 2-core CPU. Exit handlers (``atexit``,
+    ``weakref.finalize``) still run; only objects caught in reference cycles are no longer
+    collected, so their ``__del__`` does not run. The commands close their files and end their
+    processes themselves and leave nothing to it.
     """
     code = main()
     gc.freeze()

@@ -195,3 +195,15 @@ def test_a_pitch_child_that_fails_names_the_audio(monkeypatch):
     with pytest.raises(EmogeneError, match="pitch process ended without a result .exit code 3") as err:
         audio.PitchInBackground(np.zeros(16000, np.float32), num_frames=25, path="speech.wav").result()
     assert err.value.path == "speech.wav" and "\n" not in str(err.value)
+
+
+def test_the_request_is_written_beside_the_caller_and_closing_mid_write_ends_at_once(monkeypatch):
+    """A request larger than the pipe (the audio) does not hold up the caller while the child has not read
+    it, and close() during the write neither hangs nor leaves the writing thread behind."""
+    monkeypatch.setattr(background, "_child_command", lambda: [sys.executable, "-c", "import time; time.sleep(60)"])
+    start = time.monotonic()
+    pending = audio.PitchInBackground(np.zeros(16000 * 60, np.float32), num_frames=1500)  # 3.8 MB, never read
+    assert time.monotonic() - start < 5 and pending._writer.is_alive()
+    pending.close()
+    assert time.monotonic() - start < 10 and pending._proc.returncode != 0 and not pending._writer.is_alive()
+    assert pending._proc.stdin.closed and pending._proc.stdout.closed

@@ -116,6 +116,31 @@ def test_head_torso_split_follows_the_face_direction():
     assert (sideways == upright.T).mean() > 0.995
 
 
+def test_head_torso_split_equals_its_formula_over_the_grid():
+    """The separable computation gives the labels of the formula written out pixel by pixel (float64)."""
+    rng = np.random.default_rng(3)
+    person = np.ones((96, 96), bool)
+    for _ in range(40):
+        lms = _synthetic_face().astype(np.float64)
+        angle = rng.uniform(-0.8, 0.8)
+        rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+        lms[:, :2] = (lms[:, :2] - 64) @ rot.T * rng.uniform(0.5, 0.9) + 48 + rng.uniform(-8, 8, 2)
+        xy = lms[:, :2]
+        chin, top = xy[152], xy[10]
+        up = (top - chin) / np.linalg.norm(top - chin)
+        across = np.array([-up[1], up[0]])
+        centre = xy.mean(0)
+        half_width = np.abs((xy - centre) @ across).max()
+        yy, xx = np.mgrid[0:96, 0:96].astype(np.float64)
+        height = ((xx - chin[0]) * up[0] + (yy - chin[1]) * up[1]) / np.linalg.norm(top - chin)
+        offset = np.abs((xx - centre[0]) * across[0] + (yy - centre[1]) * across[1]) / half_width
+        band = (height > -0.1) & (offset <= 0.65 + (1.6 - 0.65) * np.clip(height / 0.25, 0.0, 1.0))
+        hull = np.zeros((96, 96), np.uint8)
+        cv2.fillConvexPoly(hull, cv2.convexHull(np.round(xy).astype(np.int32)), 1)
+        want = np.where(band | hull.astype(bool), LABEL_HEAD, LABEL_TORSO)
+        np.testing.assert_array_equal(split_head_torso(person, lms), want)
+
+
 def test_background_plate_recovers_background_and_inpaints_always_covered():
     rng = np.random.default_rng(1)
     h = w = 48
@@ -271,8 +296,9 @@ def test_preprocess_may_end_to_end(may_identity):
     assert data.images.shape == (T, 128, 128, 3) and data.labels.shape == (T, 128, 128)
     assert data.background.shape == (128, 128, 3) and data.iod > 0 and data.feature_kind == "mel"
     assert set(np.unique(data.labels)) <= {0, 1, 2} and (data.labels == LABEL_HEAD).any()
-    # the head label sits where each frame's own landmarks are (the masks are written out of order, on two threads)
+    # the head label sits where the landmarks are, in every frame
     nose = np.round(data.landmarks[:, 1, :2]).astype(int)
+    assert ((nose >= 0) & (nose < 128)).all()
     assert (data.labels[np.arange(T), nose[:, 1], nose[:, 0]] == LABEL_HEAD).all()
     # the landmarks fit the stored images: posed mean shape reproduces them closely
     from emogene_cli.geometry import transform_points
@@ -352,6 +378,28 @@ def test_failed_rerun_keeps_the_earlier_dataset(may_identity, bad_videos, model_
     assert store.dataset_path("may").read_bytes() == before
     assert len(list(result.paths["images"].glob("*.jpg"))) == result.frames
     assert not [p for p in store.identity_dir("may").iterdir() if p.name.startswith(".")]
+
+
+def test_each_mask_is_written_from_its_own_frame(model_dir, tmp_path, monkeypatch):
+    """The masks are written in small chunks on two threads: each file still holds its own frame's split."""
+    import emogene_cli.pipelines.preprocess as pre
+
+    def tag(landmarks):  # a value that changes from frame to frame with the face's position
+        return np.uint8(int(round(float(landmarks[:, :2].sum()) * 100)) % 251 + 3)
+
+    def tagged(person, landmarks):
+        labels = split_head_torso(person, landmarks)
+        labels[0, 0] = tag(landmarks)
+        return labels
+
+    monkeypatch.setattr(pre, "split_head_torso", tagged)
+    monkeypatch.setattr(pre, "MASK_CHUNK", 7)
+    store = Store(tmp_path)
+    result = preprocess_video(MAY, store=store, name="may", size=64, audio_features="mel")
+    landmarks = load_identity(store, "may").landmarks
+    got = [cv2.imread(str(result.paths["masks"] / f"{t:05d}.png"), cv2.IMREAD_UNCHANGED)[0, 0] for t in range(result.frames)]
+    want = [tag(landmarks[t]) for t in range(result.frames)]
+    assert got == want and len(set(want)) > result.frames // 2  # the tags tell the frames apart
 
 
 def test_a_failing_mask_keeps_the_earlier_dataset(may_identity, model_dir, monkeypatch):

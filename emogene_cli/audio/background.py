@@ -36,7 +36,7 @@ import sys
 import threading
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
@@ -120,11 +120,11 @@ def _child_main() -> None:
     os._exit(0)  # not through interpreter shutdown: the watching thread still blocks on stdin
 
 
-def _raise_child_error(exc: BaseException, child_traceback: str) -> None:
+def _raise_child_error(exc: BaseException, child_traceback: str, what: str = "audio-feature") -> None:
     """Raise what the child raised: a user error as itself, anything else with the child's traceback attached."""
     if isinstance(exc, EmogeneError):
         raise exc
-    raise RuntimeError(f"the audio-feature process failed: {type(exc).__name__}: {exc}\n{child_traceback}") from exc
+    raise RuntimeError(f"the {what} process failed: {type(exc).__name__}: {exc}\n{child_traceback}") from exc
 
 
 class _InBackground:
@@ -138,14 +138,23 @@ class _InBackground:
         self._proc = subprocess.Popen(_child_command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                       start_new_session=True)
         try:
-            # stdin stays open: the child exits when it closes (close(), or this process ending)
-            self._proc.stdin.write(pickle.dumps((job, args), protocol=pickle.HIGHEST_PROTOCOL))
-            self._proc.stdin.flush()
-        except OSError:  # the child is already gone: result() says so
-            pass
+            request = pickle.dumps((job, args), protocol=pickle.HIGHEST_PROTOCOL)
+            # a request larger than the pipe's buffer (the pitch job sends the audio: 0.5 MB for 8 s)
+            # is written by a thread, so that the caller goes on while the child starts and reads it;
+            # stdin stays open afterwards: the child exits when it closes (close(), or this process ending)
+            self._writer = threading.Thread(target=self._send, args=(request,), name="emogene-request", daemon=True)
+            self._writer.start()
         except BaseException:
+            self._writer = None
             self.close()
             raise
+
+    def _send(self, request: bytes) -> None:
+        try:
+            self._proc.stdin.write(request)
+            self._proc.stdin.flush()
+        except (OSError, ValueError):  # the child is gone (result() says so), or close() came first
+            pass
 
     def result(self) -> Any:
         """Wait for the child and return its result; raises what it raised.
@@ -165,20 +174,26 @@ class _InBackground:
             self.close()
         if status == "ok":
             return value
-        _raise_child_error(*value)
+        _raise_child_error(*value, what=self.what)
 
     def close(self) -> None:
-        """End the child if it still runs and release its pipes (safe to call twice)."""
+        """End the child if it still runs and release its pipes (safe to call twice).
+
+        The child is killed first: a request still being written then fails at once, and its
+        thread ends before the pipe is closed under it.
+        """
+        if self._proc.poll() is None:
+            self._proc.kill()
+        self._proc.wait()
+        if self._writer is not None:
+            self._writer.join()
         for stream in (self._proc.stdin, self._proc.stdout):
             try:
                 stream.close()
             except OSError:
                 pass
-        if self._proc.poll() is None:
-            self._proc.kill()
-        self._proc.wait()
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -78,17 +78,18 @@ def split_head_torso(
     centre = xy.mean(0)
     half_width = max(float(np.abs((xy - centre) @ across).max()), 1e-6)
 
-    # separable projections of the pixel grid, each a column term plus a row term (the grid-sized
-    # arrays are float32: 4 ms -> 0.4 ms a 512x512 frame): height above the chin (face heights)
-    # and offset across (half-widths)
+    # separable projections of the pixel grid: height above the chin (face heights) and offset
+    # across (half-widths), each a column term plus a row term, then scaled in place (the same
+    # float64 operations as writing them out over the grid, about 4x faster at 512x512)
     xs = np.arange(w, dtype=np.float64)
     ys = np.arange(h, dtype=np.float64)
-    height = ((xs - chin[0]) * (up[0] / face_height)).astype(np.float32)[None, :] \
-        + ((ys - chin[1]) * (up[1] / face_height)).astype(np.float32)[:, None]
-    offset = np.abs(((xs - centre[0]) * (across[0] / half_width)).astype(np.float32)[None, :]
-                    + ((ys - centre[1]) * (across[1] / half_width)).astype(np.float32)[:, None])
-    allowed = np.clip(height, 0.0, jaw_level)  # neck_band at the chin, widening to band at jaw_level
-    allowed *= (band - neck_band) / jaw_level
+    height = ((xs - chin[0]) * up[0])[None, :] + ((ys - chin[1]) * up[1])[:, None]
+    height /= face_height
+    offset = ((xs - centre[0]) * across[0])[None, :] + ((ys - centre[1]) * across[1])[:, None]
+    np.abs(offset, out=offset)
+    offset /= half_width
+    allowed = np.clip(height / jaw_level, 0.0, 1.0)  # neck_band at the chin, widening to band at jaw_level
+    allowed *= band - neck_band
     allowed += neck_band
     head = person & (height > -neck_offset) & (offset <= allowed)
 

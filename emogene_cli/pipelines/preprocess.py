@@ -306,15 +306,16 @@ def preprocess_video(
                     path=video,
                 )
 
-            # the plate (a median over the plate frames) and the masks share both cores: the audio
-            # process has ended by the time they start
+            # two workers: one starts on the plate (a median over the plate frames) while the audio
+            # features are collected, the other writes the masks in chunks, joined by the first once
+            # the plate is done; this thread only waits
             def write_masks(frames: range) -> int:
                 for t in frames:
                     person = np.unpackbits(tracked.person_bits[t], count=size * size).reshape(size, size).astype(bool)
                     cv2.imwrite(str(work / "masks" / f"{t:05d}.png"), split_head_torso(person, landmarks[t]))
                 return len(frames)
 
-            pool = ThreadPoolExecutor(2, thread_name_prefix="emogene-masks")
+            pool = ThreadPoolExecutor(2, thread_name_prefix="emogene-plate-masks")
             try:
                 plate_job = pool.submit(
                     background_plate, np.stack(tracked.plate_frames), np.stack(tracked.plate_person),

@@ -74,7 +74,7 @@ def plan_motion(
     store_dir: Path | None = None,
     post: PostConfig | None = None,
     poses: np.ndarray | None = None,
-    pitch: PitchInBackground | None = None,
+    f0_job: PitchInBackground | None = None,
 ) -> MotionPlan:
     """Audio (``[N]`` float32, 16 kHz) -> landmarks and head poses for every output frame.
 
@@ -82,27 +82,27 @@ def plan_motion(
     :mod:`emogene_cli.emotion.control`) directs the emotion frame by frame; without it the
     whole clip gets ``emotion`` × ``intensity``. ``poses [T, 4, 4]``: the head poses to render at
     (e.g. a real video's, for evaluation); default sampled from the identity's pose bank as
-    ``speak`` does. The renderer's mouth calibration is taken at these poses. ``pitch``: the f0
+    ``speak`` does. The renderer's mouth calibration is taken at these poses. ``f0_job``: the f0
     and voice activity of ``audio`` being computed in a second process, collected once the
     speech encoder has run; default computed here.
 
     Raises:
         ValueError: ``poses`` not ``[T, 4, 4]``.
-        the errors of :func:`~emogene_cli.audio.compute_audio_features` and of ``pitch.result()``.
+        the errors of :func:`~emogene_cli.audio.compute_audio_features` and of ``f0_job.result()``.
     """
     T = frames_for(audio)
     collected: dict[str, np.ndarray] = {}
 
-    def f0_of_pitch() -> np.ndarray:
-        collected["f0"], collected["active"] = pitch.result()
+    def f0_of_job() -> np.ndarray:
+        collected["f0"], collected["active"] = f0_job.result()
         return collected["f0"]
 
     feats = compute_audio_features(audio, num_frames=T, kind=speaker.feature_kind, hubert=hubert, device=speaker.device,
-                                   store_dir=store_dir, f0=None if pitch is None else f0_of_pitch)
+                                   store_dir=store_dir, f0=None if f0_job is None else f0_of_job)
     neutral = predict_motion(speaker.a2m, feats.features, feats.f0, temperature=temperature, seed=seed, device=speaker.device)
     if weights is None:
         weights = one_hot_weights(emotion, intensity, T)
-    active = collected["active"] if pitch is not None else voice_activity(audio, T)
+    active = collected["active"] if f0_job is not None else voice_activity(audio, T)
     if poses is None:
         poses = sample_poses(speaker.bank_poses, active, face_size=speaker.face_size, idle_segments=speaker.idle_segments, seed=seed)
     elif np.shape(poses) != (T, 4, 4):
@@ -261,7 +261,7 @@ def speak(
 
         t0 = time.perf_counter()
         plan = plan_motion(speaker, audio, weights=weights, ldm=ldm, temperature=temperature, seed=seed,
-                           hubert=hubert, store_dir=store.third_party_dir, post=post, pitch=pending)
+                           hubert=hubert, store_dir=store.third_party_dir, post=post, f0_job=pending)
     motions = [(plan.motion, plan.code_motion)]
     if grid:  # the same neutral motion and poses, each emotion's displacement on top
         motions = [(plan.motion, plan.code_motion) if e == "neutral" else
